@@ -1,0 +1,1 @@
+"""Prefect flows: what runs where. The work itself lives in tasks/."""

@@ -1,0 +1,3 @@
+"""ossforge: an OSS-Instruct data factory orchestrated by Prefect."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""One module per `ossforge` sub-command; each exposes `register(app)`."""

@@ -1,0 +1,7 @@
+"""`ossforge dedup` (not yet implemented)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

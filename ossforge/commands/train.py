@@ -1,0 +1,7 @@
+"""`ossforge train` (not yet implemented)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

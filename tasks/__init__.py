@@ -1,0 +1,1 @@
+"""The steps of ossforge: plain functions that do one job each, plus their Prefect wrappers."""
