@@ -1,7 +1,151 @@
-"""`ossforge refresh` (not yet implemented)."""
+"""`ossforge refresh`: run the OSS-Instruct refresh flow from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from ossforge.errors import UserError
+from ossforge.local_teacher_defaults import LOCAL_TEACHER_MODEL, LOCAL_TEACHER_URL
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("refresh", help="Sample seeds, query the teacher, clean, and write Parquet shards.")(refresh)
+
+
+def _parse_quotas(quota: list[str]) -> dict[str, int] | None:
+    if not quota:
+        return None
+    quotas = {}
+    for item in quota:
+        lang, sep, count = item.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise UserError(f"--quota expects LANG=COUNT, got {item!r}")
+        quotas[lang.strip().lower()] = int(count)
+    return quotas
+
+
+def build_config(
+    *,
+    config_file: Optional[Path],
+    overrides: dict,
+):
+    """Defaults < --config file < explicit command-line options."""
+    from pydantic import ValidationError
+
+    from flows.refresh import RefreshConfig
+
+    data: dict = {}
+    if config_file is not None:
+        try:
+            data = json.loads(config_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read config file {config_file}: {exc}") from None
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[leaf] = value
+    # With no config file and no options, the embedded local teacher (`ossforge teacher serve`).
+    teacher = data.setdefault("teacher", {})
+    teacher.setdefault("base_url", LOCAL_TEACHER_URL)
+    teacher.setdefault("model", LOCAL_TEACHER_MODEL)
+    data.setdefault("seeds", {}).setdefault("num_seeds", 100)
+    try:
+        return RefreshConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise UserError(f"invalid setting {where}: {first['msg']}") from None
+
+
+def refresh(
+    seed_source: str = typer.Option("stdlib", help="stdlib | DIR | GLOB | FILE.jsonl/.parquet | hf:DATASET_ID"),
+    num_seeds: Optional[int] = typer.Option(None, min=1, help="seeds to sample (default 100)"),
+    teacher_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1"),
+    teacher_model: Optional[str] = typer.Option(None, help="model name the teacher serves"),
+    concurrency: Optional[int] = typer.Option(None, min=1, help="teacher requests in flight at once"),
+    output_dir: Optional[Path] = typer.Option(None, help="dataset directory (default out/oss-instruct)"),
+    seed: Optional[int] = typer.Option(None, help="random seed for snippet sampling (default 976)"),
+    shard_size: Optional[int] = typer.Option(None, min=1, help="max rows per Parquet shard"),
+    output_format: Optional[str] = typer.Option(None, help="sections (the paper's) | json"),
+    api_key_env: Optional[str] = typer.Option(None, help="name of the env var holding the API key"),
+    api_key_secret_block: Optional[str] = typer.Option(None, help="Prefect Secret block holding the API key"),
+    temperature: Optional[float] = typer.Option(None, help="teacher temperature (paper: 0)"),
+    top_p: Optional[float] = typer.Option(None),
+    rpm: Optional[int] = typer.Option(None, help="requests-per-minute budget"),
+    tpm: Optional[int] = typer.Option(None, help="tokens-per-minute budget (prompt + max_tokens)"),
+    max_cost: Optional[float] = typer.Option(None, help="stop sending when the run has cost this many USD"),
+    max_tokens: Optional[int] = typer.Option(None, help="stop sending when the run has used this many tokens"),
+    context_size: Optional[int] = typer.Option(None, help="teacher context window, for max_tokens"),
+    language: list[str] = typer.Option([], help="keep only these languages (repeatable)"),
+    quota: list[str] = typer.Option([], help="per-language seed quota LANG=COUNT (repeatable)"),
+    near_dedup: bool = typer.Option(True, help="MinHash near-duplicate removal"),
+    decontaminate: bool = typer.Option(True, help="benchmark decontamination"),
+    benchmark_dir: Optional[Path] = typer.Option(None, help="directory with benchmark files for decontamination"),
+    config: Optional[Path] = typer.Option(None, help="JSON file with a RefreshConfig; options override it"),
+    progress: bool = typer.Option(True, help="terminal progress bar"),
+) -> None:
+    quotas = _parse_quotas(quota)
+    overrides = {
+        "output_dir": str(output_dir) if output_dir else None,
+        "shard_size": shard_size,
+        "seeds.source": seed_source,
+        "seeds.num_seeds": num_seeds if num_seeds is not None else (sum(quotas.values()) if quotas else None),
+        "seeds.random_seed": seed,
+        "seeds.languages": [lang.lower() for lang in language] or None,
+        "seeds.quotas": quotas,
+        "teacher.base_url": teacher_base_url,
+        "teacher.model": teacher_model,
+        "teacher.concurrency": concurrency,
+        "teacher.output_format": output_format,
+        "teacher.api_key_env": api_key_env,
+        "teacher.api_key_secret_block": api_key_secret_block,
+        "teacher.temperature": temperature,
+        "teacher.top_p": top_p,
+        "teacher.rpm": rpm,
+        "teacher.tpm": tpm,
+        "teacher.max_cost_usd": max_cost,
+        "teacher.max_total_tokens": max_tokens,
+        "teacher.context_size": context_size,
+    }
+    cfg = build_config(config_file=config, overrides=overrides)
+    if not near_dedup:
+        cfg.near_dedup = None
+    if not decontaminate:
+        cfg.decontamination = None
+    elif benchmark_dir is not None:
+        cfg.decontamination.benchmark_dir = str(benchmark_dir)
+
+    from ossforge.runtime import ensure_prefect_api, run_refresh
+
+    ui = ensure_prefect_api()
+    from tasks.teacher import preflight
+
+    preflight(cfg.teacher)  # unreachable teacher, missing key, bad model: one line, before any work
+    manifest = run_refresh(cfg, progress=progress)
+    _print_summary(manifest, ui)
+
+
+def _print_summary(manifest: dict, ui: str | None) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    out = manifest["config"]["output_dir"]
+    acct = manifest["accounting"]
+    console.print(f"[bold]dataset[/bold]  {Path(out).resolve()}  ({manifest['status']})")
+    console.print(f"rows     {manifest['rows']} in {len(manifest['files'])} shard(s)")
+    console.print(f"seeds    {acct['seeds']} = {acct['rows']} rows + {acct['dropped']} dropped")
+    for name, stage in manifest["stages"].items():
+        if stage["dropped"]:
+            console.print(f"  {name:<14} dropped {stage['dropped']}")
+    if ui:
+        console.print(f"prefect  {ui}")

@@ -1,0 +1,289 @@
+"""The OSS-Instruct refresh flow: seeds -> teacher -> pairs -> dedup -> decontamination -> shards.
+
+Orchestration only: each step's work lives in tasks/. A Prefect task run is a shard of
+seeds (hundreds to thousands of teacher requests, fanned out with asyncio inside it),
+never one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
+from prefect.artifacts import update_progress_artifact
+from prefect.cache_policies import INPUTS
+from prefect.filesystems import LocalFileSystem
+from pydantic import BaseModel, Field
+
+from ossforge import progress
+from ossforge.schema import AUDIT_SCHEMA, DATASET_SCHEMA
+from tasks.dataset_card import render_dataset_card
+from tasks.decontaminate import DecontaminationConfig, decontaminate
+from tasks.exact_dedup import ExactDeduper
+from tasks.generation import generate_shard
+from tasks.near_dedup import NearDedupConfig, near_dedup
+from tasks.publish import publish_dataset
+from tasks.seeds import SeedConfig, sample_seeds
+from tasks.shards import file_sha256, write_parquet_atomic, write_text_atomic
+from tasks.stats import StageStats, timed
+from tasks.teacher import TeacherConfig, TeacherSession
+
+# Bump when a change to generation would make cached shard results wrong.
+GENERATION_CACHE_VERSION = "1"
+
+# Artifact keys are stable so the UI shows one evolving history per artifact.
+PROGRESS_KEY = "refresh-progress"
+SHARDS_KEY = "refresh-shards"
+SUMMARY_KEY = "refresh-summary"
+
+
+class RefreshConfig(BaseModel):
+    """Everything a refresh needs. The CLI, prefect.yaml and the UI form all fill this one model."""
+
+    output_dir: str = "out/oss-instruct"
+    seeds: SeedConfig = Field(default_factory=lambda: SeedConfig(num_seeds=100))
+    teacher: TeacherConfig
+    shard_size: int = Field(1000, ge=1, description="at most this many rows per Parquet shard")
+    generation_shard_size: int = Field(500, ge=1, description="seeds per generation task run")
+    parallel_shards: int | None = Field(
+        None, ge=1, description="generation shards in flight at once (default: enough to fill teacher.concurrency)"
+    )
+    near_dedup: NearDedupConfig | None = Field(default_factory=NearDedupConfig, description="None turns it off")
+    decontamination: DecontaminationConfig | None = Field(
+        default_factory=DecontaminationConfig, description="None turns it off"
+    )
+
+
+# Fields that change how fast a run goes, not what it produces.
+_OPERATIONAL = {"output_dir", "parallel_shards"}
+_TEACHER_OPERATIONAL = {"concurrency", "rpm", "tpm", "max_retries", "request_timeout_s", "max_cost_usd",
+                        "max_total_tokens", "api_key_env", "api_key_secret_block", "base_url"}
+
+
+def config_fingerprint(config: RefreshConfig) -> str:
+    data = config.model_dump(mode="json", exclude=_OPERATIONAL)
+    data["teacher"] = {k: v for k, v in data["teacher"].items() if k not in _TEACHER_OPERATIONAL}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@task(name="sample-seeds")
+def sample_seeds_task(seed_cfg: SeedConfig, seeds_dir: Path, per_file: int) -> tuple[list[str], dict]:
+    """Sample seeds and stage them as one Parquet file per generation shard."""
+    logger = get_run_logger()
+    for stale in seeds_dir.glob("shard-*.parquet"):
+        stale.unlink()
+    batches, stats = sample_seeds(seed_cfg, batch_size=per_file)
+    paths = []
+    with timed(stats):
+        for i, batch in enumerate(batches):
+            paths.append(str(write_parquet_atomic(batch, seeds_dir / f"shard-{i:05d}.parquet")))
+    logger.info("sampled %d seeds into %d shards; dropped %s", stats.rows_out, len(paths), dict(stats.dropped))
+    return paths, stats.as_dict()
+
+
+@task(
+    name="generate-shard",
+    cache_policy=INPUTS - "session",
+    persist_result=True,
+    version=GENERATION_CACHE_VERSION,
+)
+async def generate_shard_task(
+    seeds_path: str, seeds_sha256: str, teacher_cfg: TeacherConfig, work_dir: str, session=None
+) -> dict:
+    """One shard of teacher calls. Cached on its inputs (the seed file's checksum and the
+    teacher config), so a rerun of a finished shard costs nothing; unfinished shards are
+    resumed request by request from the teacher session's reply cache."""
+    logger = get_run_logger()
+    name = Path(seeds_path).stem
+    summary = await generate_shard(
+        Path(seeds_path),
+        session,
+        teacher_cfg,
+        pairs_path=Path(work_dir) / "pairs" / f"{name}.parquet",
+        failures_path=Path(work_dir) / "failures" / f"{name}.parquet",
+    )
+    t = summary["teacher"]
+    logger.info(
+        "%s: %d seeds -> %d pairs; teacher failures %s; parse failures %s",
+        name, summary["seeds"], summary["pairs"], t["dropped"], summary["parse"]["dropped"],
+    )
+    return summary
+
+
+async def _generate_all(config: RefreshConfig, seed_paths: list[str], work_dir: Path) -> list[dict]:
+    teacher = config.teacher
+    parallel = config.parallel_shards or max(2, -(-teacher.concurrency // config.generation_shard_size) + 1)
+    progress_id = create_progress_artifact(0.0, key=PROGRESS_KEY, description="Generation shards finished")
+    done = 0
+    gate = asyncio.Semaphore(parallel)
+    cache_path = Path(config.output_dir) / ".cache" / "requests.sqlite"
+    # Shard results live beside the data they describe, so deleting the output resets them too.
+    results = LocalFileSystem(basepath=str((work_dir / "results").resolve()))
+
+    async with TeacherSession(teacher, cache_path=cache_path) as session:
+
+        async def one(path: str) -> dict:
+            nonlocal done
+            name = Path(path).stem
+            staged = all((work_dir / sub / f"{name}.parquet").exists() for sub in ("pairs", "failures"))
+            # A cached result is only good while the files it describes are still there.
+            shard_task = generate_shard_task.with_options(refresh_cache=not staged, result_storage=results)
+            async with gate:
+                summary = await shard_task(path, file_sha256(path), teacher, str(work_dir), session=session)
+            done += 1
+            progress.report("shards", 1, total=len(seed_paths))
+            update_progress_artifact(progress_id, 100.0 * done / max(1, len(seed_paths)))
+            return summary
+
+        return list(await asyncio.gather(*(one(p) for p in seed_paths)))
+
+
+def _shard_table_rows(summaries: list[dict]) -> list[dict]:
+    rows = []
+    for s in summaries:
+        extra = s["teacher"].get("extra", {})
+        rows.append(
+            {
+                "shard": s["shard"],
+                "seeds": s["seeds"],
+                "pairs": s["pairs"],
+                "teacher_failures": sum(s["teacher"]["dropped"].values()),
+                "parse_failures": sum(s["parse"]["dropped"].values()),
+                "requests_sent": extra.get("requests_sent", 0),
+                "cache_hits": extra.get("cache_hits", 0),
+                "retries": extra.get("retries", 0),
+                "req_per_s": round(extra.get("req_per_s", 0.0), 1),
+                "tokens_in": extra.get("prompt_tokens", 0),
+                "tokens_out": extra.get("completion_tokens", 0),
+                "cost_usd": round(extra.get("cost_usd", 0.0), 6),
+            }
+        )
+    return rows
+
+
+def _merge_stage(name: str, dicts: list[dict]) -> StageStats:
+    total = StageStats(name)
+    for d in dicts:
+        total.merge(StageStats.from_dict(name, d))
+    return total
+
+
+def _sum_extra(summaries: list[dict], key: str):
+    return sum(s["teacher"].get("extra", {}).get(key, 0) or 0 for s in summaries)
+
+
+@flow(name="oss-instruct-refresh", log_prints=True)
+async def refresh_flow(config: RefreshConfig) -> dict:
+    """Build (or rebuild) an OSS-Instruct dataset in config.output_dir; returns the manifest."""
+    logger = get_run_logger()
+    out = Path(config.output_dir)
+    work = out / ".work"
+    started = time.perf_counter()
+
+    seed_paths, seed_stats = sample_seeds_task(config.seeds, work / "seeds", config.generation_shard_size)
+    summaries = await _generate_all(config, seed_paths, work)
+    teacher_stats = _merge_stage("teacher", [s["teacher"] for s in summaries])
+    parse_stats = _merge_stage("parse", [s["parse"] for s in summaries])
+
+    pairs, audits = _clean(config, summaries)
+    stages = {
+        "seeds": seed_stats,
+        "teacher": teacher_stats.as_dict(),
+        "parse": parse_stats.as_dict(),
+        **{name: stats for name, stats in audits.pop("_stats").items()},
+    }
+    dropped_after_seeding = sum(
+        sum(stage["dropped"].values()) for name, stage in stages.items() if name != "seeds"
+    )
+    budget_stopped = any(s["teacher"].get("extra", {}).get("budget_stopped") for s in summaries)
+    manifest = {
+        "status": "stopped_by_budget" if budget_stopped else "complete",
+        "config": config.model_dump(mode="json"),
+        "config_fingerprint": config_fingerprint(config),
+        "stages": stages,
+        "accounting": {
+            "seeds": seed_stats["out"],
+            "rows": pairs.num_rows,
+            "dropped": dropped_after_seeding,
+            "balanced": seed_stats["out"] == pairs.num_rows + dropped_after_seeding,
+        },
+        "usage": {
+            "prompt_tokens": _sum_extra(summaries, "prompt_tokens"),
+            "completion_tokens": _sum_extra(summaries, "completion_tokens"),
+            "requests_sent": _sum_extra(summaries, "requests_sent"),
+            "cache_hits": _sum_extra(summaries, "cache_hits"),
+            "cost_usd": round(_sum_extra(summaries, "cost_usd"), 6),
+            "token_encoding": next(
+                (s["teacher"]["extra"].get("token_encoding") for s in summaries if s["teacher"].get("extra")), None
+            ),
+        },
+        "seconds": {name: stage.get("seconds", 0.0) for name, stage in stages.items()},
+    }
+    manifest["seconds"]["total"] = round(time.perf_counter() - started, 3)
+    manifest = publish_dataset(out, [pairs], config.shard_size, manifest, audits, schema=DATASET_SCHEMA)
+    write_text_atomic(render_dataset_card(manifest), out / "README.md")
+
+    create_table_artifact(_shard_table_rows(summaries), key=SHARDS_KEY, description="Per-shard generation figures")
+    create_markdown_artifact(_summary_markdown(manifest), key=SUMMARY_KEY, description="Refresh summary")
+    logger.info("wrote %d rows to %s (%s)", manifest["rows"], out, manifest["status"])
+    if not manifest["accounting"]["balanced"]:
+        raise RuntimeError(f"seed accounting does not balance: {manifest['accounting']}")
+    return manifest
+
+
+def _clean(config: RefreshConfig, summaries: list[dict]) -> tuple[pa.Table, dict]:
+    """Exact dedup across shards, then near-dedup, then decontamination (each optional but exact)."""
+    deduper = ExactDeduper()
+    kept, exact_audit = [], []
+    failures = []
+    with timed(deduper.stats):
+        for s in summaries:  # shard order = seed order, so "first occurrence" is deterministic
+            table, audit = deduper.filter(pq.read_table(s["pairs_path"]))
+            kept.append(table)
+            exact_audit.extend(audit)
+            failures.append(pq.read_table(s["failures_path"]))
+    pairs = pa.concat_tables(kept) if kept else pa.schema([]).empty_table()
+    stats = {"exact_dedup": deduper.stats.as_dict()}
+    audits = {
+        "generation": pa.concat_tables(failures) if failures else AUDIT_SCHEMA.empty_table(),
+        "exact_dedup": pa.Table.from_pylist(exact_audit, schema=AUDIT_SCHEMA),
+    }
+    # Near-dedup adds cluster_id / cluster_size; without it every row is its own cluster.
+    if config.near_dedup is not None:
+        pairs, audit, near_stats = near_dedup(pairs, config.near_dedup)
+        stats["near_dedup"], audits["near_dedup"] = near_stats.as_dict(), audit
+    if config.decontamination is not None:
+        pairs, audit, decon_stats = decontaminate(pairs, config.decontamination)
+        stats["decontaminate"], audits["decontaminate"] = decon_stats.as_dict(), audit
+    audits["_stats"] = stats
+    return pairs, audits
+
+
+def _summary_markdown(manifest: dict) -> str:
+    lines = [
+        f"# OSS-Instruct refresh: {manifest['rows']} rows ({manifest['status']})",
+        "",
+        f"Config fingerprint `{manifest['config_fingerprint']}`; output `{manifest['config']['output_dir']}`.",
+        "",
+        "| stage | in | out | dropped | seconds |",
+        "| --- | ---: | ---: | --- | ---: |",
+    ]
+    for name, stage in manifest["stages"].items():
+        dropped = ", ".join(f"{k}: {v}" for k, v in stage["dropped"].items()) or "-"
+        lines.append(f"| {name} | {stage['in']} | {stage['out']} | {dropped} | {stage['seconds']} |")
+    usage = manifest["usage"]
+    lines += [
+        "",
+        f"Tokens: {usage['prompt_tokens']} in, {usage['completion_tokens']} out; "
+        f"requests sent {usage['requests_sent']}, cache hits {usage['cache_hits']}; cost ${usage['cost_usd']}.",
+        "",
+        f"Accounting: {manifest['accounting']}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""The dataset card (OUTPUT/README.md), rendered from the manifest."""
+
+from __future__ import annotations
+
+import json
+
+
+def render_dataset_card(manifest: dict) -> str:
+    config = manifest["config"]
+    teacher, seeds = config["teacher"], config["seeds"]
+    langs = manifest["stages"]["seeds"].get("extra", {}).get("per_language", {})
+    stage_rows = "\n".join(
+        f"| {name} | {s['in']} | {s['out']} | {', '.join(f'{k}: {v}' for k, v in s['dropped'].items()) or '-'} |"
+        for name, s in manifest["stages"].items()
+    )
+    files = "\n".join(f"| `{f['path']}` | {f['rows']} | `{f['sha256'][:16]}…` |" for f in manifest["files"])
+    return f"""---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/*.parquet
+task_categories:
+- text-generation
+tags:
+- code
+- oss-instruct
+- synthetic
+---
+
+# OSS-Instruct dataset ({manifest['rows']} rows)
+
+Made by ossforge {manifest['ossforge_version']} on {manifest['created_at']} with the
+OSS-Instruct method of *Magicoder: Source Code Is All You Need*: each row is a coding problem and its
+solution written by a teacher model that was shown a 1–{seeds.get('max_lines', 15)} line snippet of real
+open-source code (the `seed` column, with its provenance).
+
+Status: **{manifest['status']}** · config fingerprint `{manifest['config_fingerprint']}`
+
+## How it was made
+
+- Seeds: `{seeds['source']}`, {manifest['stages']['seeds']['out']} snippets, random seed {seeds.get('random_seed')};
+  languages: {json.dumps(langs) if langs else 'see the lang column'}.
+- Teacher: `{teacher['model']}`, temperature {teacher['temperature']}, top_p {teacher['top_p']},
+  request seed = {teacher['seed_offset']} + seed index, output format `{teacher['output_format']}`.
+- Cleaning: exact dedup on normalised problem + solution, MinHash near-dedup
+  ({'on' if config.get('near_dedup') else 'off'}), benchmark decontamination
+  ({'on' if config.get('decontamination') else 'off'}).
+
+## Counts
+
+| stage | in | out | dropped (reason: count) |
+| --- | ---: | ---: | --- |
+{stage_rows}
+
+Every seed is either a row or a counted drop: {manifest['accounting']}.
+Removed rows are listed, with the reason, under `audit/`.
+
+## Files
+
+| file | rows | sha256 |
+| --- | ---: | --- |
+{files}
+
+```python
+from datasets import load_dataset
+ds = load_dataset("parquet", data_files="data/*.parquet", split="train")
+```
+
+## Licence and provenance
+
+Seeds keep their source path, line range and licence where known (`seed_*` columns). Generated text
+is subject to the teacher provider's terms of use.
+"""
