@@ -86,6 +86,7 @@ def refresh(
     max_cost: Optional[float] = typer.Option(None, help="stop sending when the run has cost this many USD"),
     max_tokens: Optional[int] = typer.Option(None, help="stop sending when the run has used this many tokens"),
     context_size: Optional[int] = typer.Option(None, help="teacher context window, for max_tokens"),
+    max_reply_tokens: Optional[int] = typer.Option(None, help="cap on max_tokens per request (paper: 2500)"),
     language: list[str] = typer.Option([], help="keep only these languages (repeatable)"),
     quota: list[str] = typer.Option([], help="per-language seed quota LANG=COUNT (repeatable)"),
     near_dedup: bool = typer.Option(True, help="MinHash near-duplicate removal"),
@@ -116,6 +117,7 @@ def refresh(
         "teacher.max_cost_usd": max_cost,
         "teacher.max_total_tokens": max_tokens,
         "teacher.context_size": context_size,
+        "teacher.max_tokens_cap": max_reply_tokens,
     }
     cfg = build_config(config_file=config, overrides=overrides)
     if not near_dedup:
