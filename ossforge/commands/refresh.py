@@ -132,9 +132,20 @@ def refresh(
     ui = ensure_prefect_api()
     from tasks.teacher import preflight
 
-    preflight(cfg.teacher)  # unreachable teacher, missing key, bad model: one line, before any work
+    # Fail on the user's mistakes before a flow run exists: one line, no Prefect traceback.
+    check_seed_source(cfg.seeds)
+    preflight(cfg.teacher)  # unreachable teacher, missing key, bad model
     manifest = run_refresh(cfg, progress=progress)
     _print_summary(manifest, ui)
+
+
+def check_seed_source(seed_cfg) -> None:
+    """Draw one seed: raises UserError for an unknown source, a missing column or an empty corpus."""
+    from tasks.seeds import sample_seeds
+
+    probe = seed_cfg.model_copy(update={"num_seeds": 1, "quotas": None})
+    batches, _ = sample_seeds(probe, batch_size=1)
+    next(batches, None)
 
 
 def _print_summary(manifest: dict, ui: str | None) -> None:
