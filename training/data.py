@@ -1,0 +1,176 @@
+"""Turning dataset shards into training examples: the paper's template, masking, packing.
+
+An example is `input_ids` = BOS? + prompt + response + EOS and `labels` = -100 over the prompt,
+the token ids over response + EOS (Magicoder trains on the response and EOS only). Examples
+longer than `max_length` are cut on the right and counted; an example left with no response
+token (its prompt alone fills `max_length`) teaches nothing and is dropped with that reason.
+
+Two collators: padded batches (the paper) and padding-free packing, where a batch is one
+row of concatenated examples whose `position_ids` restart at 0 per example, so attention
+(FlashAttention-2 varlen, or SDPA/eager with the block-diagonal mask transformers derives
+from position_ids) keeps examples from attending to each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IGNORE_INDEX = -100
+
+SYSTEM = (
+    "You are an exceptionally intelligent coding assistant that consistently delivers accurate "
+    "and reliable responses to user instructions."
+)
+# Magicoder's training template; the response follows "@@ Response\n" directly.
+PROMPT_TEMPLATE = SYSTEM + "\n\n@@ Instruction\n{instruction}\n\n@@ Response\n"
+
+INSTRUCTION_COLUMN = "problem"
+RESPONSE_COLUMN = "solution"
+
+
+def format_prompt(instruction: str) -> str:
+    return PROMPT_TEMPLATE.format(instruction=instruction)
+
+
+@dataclass
+class DataStats:
+    """What tokenization did to the rows: nothing disappears without a counted reason."""
+
+    rows_in: int = 0
+    examples: int = 0
+    truncated: int = 0  # kept, but cut at max_length (loss on the response's head only)
+    dropped: Counter = field(default_factory=Counter)  # reason -> rows
+    tokens: int = 0  # tokens in kept examples after truncation
+    label_tokens: int = 0  # of those, tokens that carry loss
+
+    def as_dict(self) -> dict:
+        return {
+            "rows_in": self.rows_in,
+            "examples": self.examples,
+            "truncated": self.truncated,
+            "dropped": dict(self.dropped),
+            "tokens": self.tokens,
+            "label_tokens": self.label_tokens,
+        }
+
+
+def encode_example(tokenizer, instruction: str, response: str, max_length: int) -> dict:
+    """Token ids and labels for one row; `truncated` tells whether max_length cut it.
+
+    Prompt and response are tokenized separately, so the mask boundary is exact whatever
+    the tokenizer merges across the "@@ Response\\n" line break.
+    """
+    prompt_ids = tokenizer(format_prompt(instruction), add_special_tokens=True)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    input_ids = prompt_ids + response_ids
+    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
+    truncated = len(input_ids) > max_length
+    return {
+        "input_ids": input_ids[:max_length],
+        "labels": labels[:max_length],
+        "truncated": truncated,
+    }
+
+
+def tokenize_rows(tokenizer, instructions, responses, max_length: int) -> tuple[list[dict], DataStats]:
+    """Encode rows into examples, counting truncations and drops."""
+    stats = DataStats()
+    examples = []
+    for instruction, response in zip(instructions, responses, strict=True):
+        stats.rows_in += 1
+        if not instruction or not response:
+            stats.dropped["empty_instruction_or_response"] += 1
+            continue
+        example = encode_example(tokenizer, instruction, response, max_length)
+        n_labels = sum(1 for label in example["labels"] if label != IGNORE_INDEX)
+        if n_labels == 0:
+            stats.dropped["prompt_fills_max_length"] += 1
+            continue
+        stats.truncated += example.pop("truncated")
+        stats.examples += 1
+        stats.tokens += len(example["input_ids"])
+        stats.label_tokens += n_labels
+        examples.append(example)
+    return examples, stats
+
+
+# --- reading dataset versions -----------------------------------------------------------
+
+
+def dataset_files(dataset_dir: str | os.PathLike) -> list[Path]:
+    """Parquet shards of a dataset version: those its manifest lists, else data/*.parquet."""
+    dataset_dir = Path(dataset_dir)
+    manifest = dataset_dir / "manifest.json"
+    if manifest.exists():
+        files = [dataset_dir / f["path"] for f in json.loads(manifest.read_text())["files"]]
+    elif dataset_dir.is_file():
+        files = [dataset_dir]
+    else:
+        files = sorted((dataset_dir / "data").glob("*.parquet")) or sorted(dataset_dir.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no Parquet shards in {dataset_dir}")
+    return files
+
+
+def load_rows(
+    dataset_dirs: list[str],
+    instruction_column: str = INSTRUCTION_COLUMN,
+    response_column: str = RESPONSE_COLUMN,
+    seed: int = 976,
+):
+    """All rows of one or more dataset versions (mixed, shuffled) as a `datasets.Dataset`.
+
+    Several directories mix datasets that share the two text columns (OSS-Instruct plus
+    another instruction set). Only the text columns are read; the Dataset lives in memory,
+    so ranks never race over a cache directory.
+    """
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for dataset_dir in dataset_dirs:
+        for path in dataset_files(dataset_dir):
+            table = pq.read_table(path, columns=[instruction_column, response_column])
+            tables.append(table.rename_columns([INSTRUCTION_COLUMN, RESPONSE_COLUMN]))
+    table = pa.concat_tables(tables, promote_options="default")
+    return datasets.Dataset(table).shuffle(seed=seed)
+
+
+def build_train_dataset(tokenizer, dataset_dirs: list[str], max_length: int, seed: int = 976, **columns):
+    """Tokenized, masked examples as a `datasets.Dataset`, plus the DataStats."""
+    import datasets
+
+    rows = load_rows(dataset_dirs, seed=seed, **columns)
+    examples, stats = tokenize_rows(tokenizer, rows[INSTRUCTION_COLUMN], rows[RESPONSE_COLUMN], max_length)
+    return datasets.Dataset.from_list(examples), stats
+
+
+# --- collators ----------------------------------------------------------------------------
+
+
+def padded_collator(tokenizer, pad_to_multiple_of: int | None = 8):
+    """Right-padded batches with an attention mask; padded label positions are -100."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(
+        tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=pad_to_multiple_of
+    )
+
+
+def packing_collator(flash_attention: bool = False):
+    """Padding-free packing: one row per batch, position_ids restarting at each example.
+
+    With FlashAttention-2 it also passes cu_seq_lens so the varlen kernel is used directly.
+    The first label of each example is -100, so no token is trained to predict across a
+    boundary.
+    """
+    from transformers import DataCollatorWithFlattening
+
+    return DataCollatorWithFlattening(
+        return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=flash_attention
+    )

@@ -1,0 +1,147 @@
+"""Throughput and MFU, and the JSON-lines metrics stream the training flow reads.
+
+MFU here is the usual training estimate: 6 * N * tokens/s/GPU over the GPU's peak dense
+bf16 FLOP/s, with N the model's parameter count and tokens the non-padding tokens
+(attention FLOPs are left out, so it slightly under-counts long sequences).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+METRIC_PREFIX = "OSSFORGE_METRIC "  # stdout lines the flow parses while streaming
+
+# Peak dense bf16 tensor FLOP/s (no sparsity), from the vendors' data sheets.
+PEAK_BF16_FLOPS = {
+    "GH200": 989e12,
+    "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989e12,  # SXM
+    "H800": 989e12,
+    "B200": 2250e12,
+    "A100": 312e12,
+    "A800": 312e12,
+    "A10G": 70e12,
+    "A10": 125e12,
+    "L40S": 362e12,
+    "L40": 181e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+}
+
+
+def peak_flops(device_name: str | None = None) -> float | None:
+    """Peak bf16 FLOP/s of the current GPU; None on CPU or an unknown card.
+
+    OSSFORGE_PEAK_FLOPS overrides (for cards missing from the table, or a CPU estimate).
+    """
+    if os.environ.get("OSSFORGE_PEAK_FLOPS"):
+        return float(os.environ["OSSFORGE_PEAK_FLOPS"])
+    if device_name is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        device_name = torch.cuda.get_device_name()
+    for key, flops in PEAK_BF16_FLOPS.items():  # ordered: specific names before their prefixes
+        if key in device_name:
+            return flops
+    return None
+
+
+def mfu(n_params: int, tokens_per_s_per_gpu: float, peak: float | None) -> float | None:
+    if not peak:
+        return None
+    return 6.0 * n_params * tokens_per_s_per_gpu / peak
+
+
+def count_parameters(model) -> int:
+    """Parameters of a model, also when ZeRO-3 has sharded them (ds_numel is the full size)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to metrics.jsonl and echoes it on stdout.
+
+    Only the main process writes. Resumed runs append, so the file holds the whole curve.
+    """
+
+    def __init__(self, path: str | os.PathLike, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        line = json.dumps(record, default=float)
+        with open(self.path, "a") as fh:
+            fh.write(line + "\n")
+        print(METRIC_PREFIX + line, file=sys.stdout, flush=True)
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def parse_metric_line(line: str) -> dict | None:
+    """The metric record in one line of launcher output, if it holds one."""
+    index = line.find(METRIC_PREFIX)
+    if index < 0:
+        return None
+    try:
+        return json.loads(line[index + len(METRIC_PREFIX) :])
+    except json.JSONDecodeError:
+        return None
+
+
+def throughput_callback(writer: MetricsWriter, n_params: int, world_size: int, peak: float | None):
+    """A transformers TrainerCallback that turns each log into a metrics record.
+
+    tokens/s comes from the Trainer's own non-padding token count (gathered over ranks)
+    between two logs, so it measures real training tokens, not padding.
+    """
+    from transformers import TrainerCallback
+
+    class ThroughputCallback(TrainerCallback):
+        def __init__(self):
+            self.last_time = None
+            self.last_tokens = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last_time = time.perf_counter()
+            self.last_tokens = state.num_input_tokens_seen
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = dict(logs or {})
+            now = time.perf_counter()
+            record = {"event": "log", "step": state.global_step, "epoch": logs.pop("epoch", state.epoch)}
+            for key in ("loss", "learning_rate", "grad_norm"):
+                if key in logs:
+                    record["lr" if key == "learning_rate" else key] = logs.pop(key)
+            tokens = state.num_input_tokens_seen
+            if "loss" in record and self.last_time is not None and now > self.last_time:
+                tokens_per_s = (tokens - self.last_tokens) / (now - self.last_time)
+                record["tokens"] = tokens
+                record["tokens_per_s"] = tokens_per_s
+                record["tokens_per_s_per_gpu"] = tokens_per_s / world_size
+                record["mfu"] = mfu(n_params, tokens_per_s / world_size, peak)
+            if "train_loss" in logs:  # the end-of-training summary rides along as-is
+                record["event"] = "train_end"
+                record.update({k: v for k, v in logs.items() if k.startswith("train_") or k == "total_flos"})
+            self.last_time, self.last_tokens = now, tokens
+            if state.is_world_process_zero:
+                writer.write(record)
+
+    return ThroughputCallback()
