@@ -1,0 +1,92 @@
+"""tasks/minhash.py: normalisation, shingle hashes, and signatures equal to datasketch's own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasketch import MinHash, MinHashLSH
+
+from tasks.minhash import (
+    SCHEMES,
+    minhash_signatures,
+    normalize_code,
+    normalized_tokens,
+    shingle_hash,
+    shingle_hash32,
+    shingle_hashes,
+    shingles,
+    to_lean_minhash,
+)
+
+TEXTS = [
+    "def add(a, b):\n    # add two numbers\n    return a + b  # done\n",
+    "x",
+    "",
+    "Write a function that reverses a list in place. http://example.com/#anchor",
+    "a b c d",
+    "Problem text.\n```python\ndef bar(x):\n    '''Double it.'''\n    return x.append(2)\n```\nMore prose /* not code */.",
+    "int main() {\n  /* block\n comment */\n  int n = 3; // line\n  return n;\n}\n",
+]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("canon", [False, True])
+def test_signature_equals_datasketch_minhash(scheme, canon):
+    sigs = minhash_signatures(TEXTS, num_perm=64, ngram=3, seed=7, canonicalize_identifiers=canon, scheme=scheme)
+    assert sigs.shape == (len(TEXTS), 64)
+    hashfunc = shingle_hash if scheme == "affine64" else shingle_hash32
+    for text, row in zip(TEXTS, sigs):
+        ref = MinHash(num_perm=64, seed=7, hashfunc=hashfunc, scheme=scheme)
+        ref.update_batch(shingles(text, 3, canon))
+        assert np.array_equal(ref.hashvalues, row), text
+        lean = to_lean_minhash(row, seed=7, scheme=scheme)
+        assert lean.jaccard(ref) == 1.0
+
+
+def test_default_matches_datasketch_defaults_and_lsh_accepts_rows():
+    a = "def mean(xs):\n    total = sum(xs)\n    return total / len(xs)\n" * 3
+    b = a.replace("total", "acc")
+    sigs = minhash_signatures([a, b], canonicalize_identifiers=True)
+    ref = MinHash(hashfunc=shingle_hash32)  # datasketch's default num_perm=128, seed=1, scheme
+    ref.update_batch(shingles(a, 5, True))
+    assert np.array_equal(ref.hashvalues, sigs[0])
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    lsh.insert("a", to_lean_minhash(sigs[0]))
+    assert lsh.query(to_lean_minhash(sigs[1])) == ["a"]
+
+
+def test_batch_equals_one_by_one_and_chunking_and_workers():
+    texts = TEXTS * 5
+    whole = minhash_signatures(texts, canonicalize_identifiers=True)
+    chunked = minhash_signatures(texts, canonicalize_identifiers=True, chunk_size=3)
+    parallel = minhash_signatures(texts, canonicalize_identifiers=True, chunk_size=4, workers=2)
+    single = np.stack([minhash_signatures([t], canonicalize_identifiers=True)[0] for t in texts])
+    assert np.array_equal(whole, chunked) and np.array_equal(whole, single) and np.array_equal(whole, parallel)
+
+
+def test_shingle_hashes_are_uint64_of_each_shingle():
+    text = TEXTS[0] * 2
+    hashes = shingle_hashes(text, ngram=4)
+    assert hashes.dtype == np.uint64
+    assert hashes.tolist() == [shingle_hash(s) for s in shingles(text, 4)]
+    assert shingle_hashes("", 5).size == 0
+    assert shingle_hashes("one two", 5).size == 1  # shorter than n: one shingle of all tokens
+
+
+def test_empty_text_gets_empty_signature():
+    sig = minhash_signatures([""], num_perm=16)[0]
+    assert (sig == np.iinfo(np.uint32).max).all()
+
+
+def test_normalisation_strips_comments_and_canonicalises_code_only():
+    code = normalize_code(TEXTS[0], canonicalize_identifiers=True)
+    assert code == "def _ _ _\nreturn _ _"
+    assert "http" in normalize_code(TEXTS[3])  # a URL is not a // comment
+    mixed = normalized_tokens(TEXTS[5], canonicalize_identifiers=True)
+    assert mixed[:2] == ["problem", "text"]  # prose keeps its words
+    assert "double" not in mixed  # docstring dropped
+    assert ".append" in mixed and "bar" not in mixed  # attribute kept, name canonicalised
+    c = normalize_code(TEXTS[6])
+    assert "block" not in c and "line" not in c and "int n = 3;" in c
+    renamed = TEXTS[0].replace("a", "left").replace("# add two numbers", "# sum")
+    assert normalized_tokens(renamed, True) == normalized_tokens(TEXTS[0], True)
