@@ -126,6 +126,7 @@ class CorpusOptions:
     hf_split: str = "train"
     hf_name: str | None = None
     hf_data_dir: str | None = None
+    hf_data_files: str | list[str] | None = None
     shuffle_buffer: int = 5000
     license: str | None = None  # default license / repo for sources without such columns
     repo: str | None = None
@@ -493,13 +494,14 @@ class HubCorpus:
         return UserError(f"cannot stream Hugging Face dataset {self.dataset_id!r}: {detail}")
 
     def _load(self):
-        _hub_preflight(self.dataset_id)
+        if self.dataset_id not in PACKAGED_BUILDERS:  # those read local data_files: no hub involved
+            _hub_preflight(self.dataset_id)
         import datasets
 
         try:
             ds = datasets.load_dataset(
                 self.dataset_id, name=self.opts.hf_name, data_dir=self.opts.hf_data_dir,
-                split=self.opts.hf_split, streaming=True,
+                data_files=self.opts.hf_data_files, split=self.opts.hf_split, streaming=True,
             )
         except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ValueError...)
             raise self._fail(exc) from None
@@ -553,6 +555,8 @@ def _hub_preflight(dataset_id: str) -> None:
 
 # --- resolving a source string ----------------------------------------------------------
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# `datasets` builders that stream local files given as hf_data_files (hf:json, hf:parquet...).
+PACKAGED_BUILDERS = {"json", "parquet", "csv", "text", "arrow"}
 
 
 def open_corpus(source: str, opts: CorpusOptions):
@@ -562,6 +566,10 @@ def open_corpus(source: str, opts: CorpusOptions):
         return stdlib_corpus(opts)
     if source.startswith("hf:"):
         dataset_id = source[3:].strip()
+        if dataset_id in PACKAGED_BUILDERS:
+            if not opts.hf_data_files:
+                raise UserError(f"{source!r} streams local files: set hf_data_files")
+            return HubCorpus(dataset_id, opts)
         if not HUB_ID.fullmatch(dataset_id):
             raise UserError(f"{source!r} is not a Hugging Face dataset id (expected hf:OWNER/NAME)")
         return HubCorpus(dataset_id, opts)

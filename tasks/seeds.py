@@ -63,6 +63,7 @@ class SeedConfig(BaseModel):
     hf_split: str = "train"
     hf_name: Optional[str] = None  # hub dataset configuration
     hf_data_dir: Optional[str] = None  # hub dataset sub-directory, e.g. "python" for starcoderdata
+    hf_data_files: Optional[str | list[str]] = None  # data_files for load_dataset (with hf:json, hf:parquet...)
     shuffle_buffer: int = 5000  # documents held to shuffle JSONL/Parquet/hub sources
     max_idle_passes: int = 10  # stop after this many passes in a row that found no new snippet
     max_passes: Optional[int] = None  # hard cap on passes over the corpus (None: until exhausted)
@@ -124,6 +125,7 @@ class SeedConfig(BaseModel):
             hf_split=self.hf_split,
             hf_name=self.hf_name,
             hf_data_dir=self.hf_data_dir,
+            hf_data_files=self.hf_data_files,
             shuffle_buffer=self.shuffle_buffer,
             license=self.license,
             repo=self.repo,

@@ -357,3 +357,23 @@ def test_hub_source_fails_with_one_line_offline(source: str, offline: bool):
     assert out.startswith("USERERROR"), proc.stdout + proc.stderr
     assert "\n" not in out
     assert source.removeprefix("hf:") in out
+
+
+def test_streamed_datasets_path_with_local_files(tmp_path: Path):
+    """The hub code path (datasets streaming + shuffle buffer + epochs), fed local files."""
+    rows = code_rows(30)
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kw = dict(source="hf:json", hf_data_files=str(tmp_path / "c.jsonl"), num_seeds=45, shuffle_buffer=8)
+    a, stats = collect(**kw)
+    b, _ = collect(**kw)
+    assert a.equals(b) and a.num_rows == 45 and stats.extra["passes"] >= 2
+    assert set(a.column("lang").to_pylist()) == {"python", "cpp", "go"}
+    assert set(a.column("seed_repo").to_pylist()) == {"org/repo0", "org/repo1"}
+    by_path = {r["path"]: r["content"] for r in rows}
+    for r in a.to_pylist():
+        lines = by_path[r["seed_path"]].splitlines(keepends=True)
+        assert r["seed"] == "".join(lines[r["seed_start_line"] - 1 : r["seed_end_line"]])
+    with pytest.raises(UserError, match="no column 'text'"):
+        sample_seeds(SeedConfig(**{**kw, "content_column": "text"}))
+    with pytest.raises(UserError, match="set hf_data_files"):
+        sample_seeds(SeedConfig(source="hf:json", num_seeds=1))
