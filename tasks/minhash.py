@@ -6,7 +6,7 @@ becomes a `datasketch.LeanMinHash` with `to_lean_minhash`, so rows go into datas
 `MinHashLSH` and its `jaccard` estimates agree with ours.
 
 Why not `MinHash.update` per shingle: it does a Python call and a 128-wide numpy
-operation per shingle. Here each document costs one regex pass and one `xxhash` call per
+operation per shingle. Here each document costs a few regex passes and one dict lookup per
 token in Python; shingle hashes and the permutations are computed for thousands of
 documents at once in numpy (see bench/dedup.py for the figures).
 
@@ -26,6 +26,10 @@ from itertools import repeat
 
 import numpy as np
 import xxhash
+
+# Bump when tokens, normalisation or shingle hashing change: persisted signatures built
+# with another version cannot be compared with new ones.
+SHINGLE_VERSION = "words-xxh3-poly-1"
 
 # --- datasketch's permutation schemes (datasketch >= 2.0; "legacy" is every earlier version)
 SCHEMES = ("affine32", "affine64", "legacy")
