@@ -99,6 +99,7 @@ class Document:
     key: str  # stable identity inside the corpus; the random draws are derived from it
     text: str  # newlines normalised to "\n"
     lang: str
+    n_lines: int
     path: str | None = None
     repo: str | None = None
     license: str | None = None
@@ -163,13 +164,12 @@ def count_lines(text: str) -> int:
     return text.count("\n") + (0 if text.endswith("\n") or not text else 1)
 
 
-def document_problem(text: str, opts: CorpusOptions) -> str | None:
-    """Why a decoded, newline-normalised document cannot give seeds, or None if it can."""
+def document_problem(text: str, n: int, opts: CorpusOptions) -> str | None:
+    """Why a decoded, newline-normalised document of n lines cannot give seeds, or None if it can."""
     if "\x00" in text:
         return "binary"
     if not text.strip():
         return "empty_document"
-    n = count_lines(text)
     if n < opts.min_lines:
         return "too_short"
     # Minified or machine-written code: long average lines (StarCoder's rule), or a header
@@ -182,28 +182,30 @@ def document_problem(text: str, opts: CorpusOptions) -> str | None:
     return None
 
 
-def _checked(text: str | bytes | None, opts: CorpusOptions) -> tuple[str | None, str | None]:
+def _checked(text: str | bytes | None, opts: CorpusOptions) -> tuple[str | None, int, str | None]:
+    """(text, lines, None) for a usable document, (None, 0, reason) otherwise."""
     if text is None:
-        return None, "empty_document"
+        return None, 0, "empty_document"
     if isinstance(text, (bytes, bytearray, memoryview)):
         data = bytes(text)
         if len(data) > opts.max_file_bytes:
-            return None, "too_large"
+            return None, 0, "too_large"
         text, reason = decode_bytes(data)
         if reason:
-            return None, reason
+            return None, 0, reason
     else:
         if len(text) > opts.max_file_bytes:  # cheap first: chars <= UTF-8 bytes
-            return None, "too_large"
+            return None, 0, "too_large"
         try:
             size = len(text.encode("utf-8"))
         except UnicodeEncodeError:  # lone surrogates, e.g. from a JSON "\ud800" escape
-            return None, "non_utf8"
+            return None, 0, "non_utf8"
         if size > opts.max_file_bytes:
-            return None, "too_large"
+            return None, 0, "too_large"
     text = normalise_newlines(text)
-    reason = document_problem(text, opts)
-    return (None, reason) if reason else (text, None)
+    n = count_lines(text)
+    reason = document_problem(text, n, opts)
+    return (None, 0, reason) if reason else (text, n, None)
 
 
 Wanted = Callable[[str], bool]  # is this language still short of seeds?
@@ -249,12 +251,12 @@ class CodeTreeCorpus:
                 yield Rejected("unreadable", rel)
                 continue
             self.stats["documents_read"] += 1
-            text, reason = _checked(data, self.opts)
+            text, n_lines, reason = _checked(data, self.opts)
             if reason:
                 yield Rejected(reason, rel)
                 continue
             usable.append((rel, lang))
-            yield Document(rel, text, lang, rel, self.opts.repo, self.opts.license)
+            yield Document(rel, text, lang, n_lines, rel, self.opts.repo, self.opts.license)
         if pass_no == 0:
             self._usable = sorted(usable)
 
@@ -464,11 +466,11 @@ def record_to_document(key: str, record: dict | None, opts: CorpusOptions, wante
         return Rejected("language_excluded", key)
     if not wanted(lang):
         return None
-    text, reason = _checked(record.get(opts.content_column), opts)
+    text, n_lines, reason = _checked(record.get(opts.content_column), opts)
     if reason:
         return Rejected(reason, key)
     return Document(
-        key, text, lang, path or key,
+        key, text, lang, n_lines, path or key,
         _as_text(record.get(opts.repo_column)) or opts.repo,
         _as_text(record.get(opts.license_column)) or opts.license,
     )

@@ -29,7 +29,7 @@ from pydantic import BaseModel, model_validator
 
 from ossforge.errors import UserError
 from ossforge.schema import SEED_SCHEMA
-from tasks.corpus import CorpusOptions, Document, canonical_language, count_lines, hash128, open_corpus
+from tasks.corpus import CorpusOptions, Document, canonical_language, hash128, open_corpus
 from tasks.stats import StageStats, timed
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,57 @@ def draw_window(n_lines: int, cfg: SeedConfig, pass_no: int, key: str) -> tuple[
     return start, length
 
 
+def windows(n_lines: int, cfg: SeedConfig) -> list[tuple[int, int]]:
+    """Every distinct (start, length) a document of n_lines can give, in a fixed order."""
+    top = min(cfg.max_lines, n_lines)
+    return [(start, length) for length in range(min(cfg.min_lines, top), top + 1) for start in range(n_lines - length + 1)]
+
+
+def window_count(n_lines: int, cfg: SeedConfig) -> int:
+    top = min(cfg.max_lines, n_lines)
+    return sum(n_lines - length + 1 for length in range(min(cfg.min_lines, top), top + 1))
+
+
+class SmallDocuments:
+    """Which windows short documents have given, so they are drawn without replacement.
+
+    A short document has only a handful of distinct snippets, and the capped length makes
+    the whole-document snippet its likeliest draw: drawing with replacement would stall long
+    before it is exhausted. For documents with at most MAX_WINDOWS windows, a window drawn
+    before is swapped for an undrawn one (chosen by hash), and an exhausted document is
+    retired, so a small corpus ends exactly when it has nothing new to give. The first draw
+    of every document is the plain draw. Memory: one small int per short document drawn,
+    for at most MAX_TRACKED documents (beyond that, plain draws).
+    """
+
+    MAX_WINDOWS = 256
+    MAX_TRACKED = 1_000_000
+
+    def __init__(self, cfg: SeedConfig):
+        self.cfg = cfg
+        self.drawn: dict[str, int] = {}  # document key -> bitmask over windows()
+
+    def exhausted(self, key: str, n_lines: int) -> bool:
+        mask = self.drawn.get(key)
+        return mask is not None and mask == (1 << window_count(n_lines, self.cfg)) - 1
+
+    def draw(self, key: str, n_lines: int, pass_no: int) -> tuple[tuple[int, int], bool]:
+        """(window, new_tracked): the window to cut, and whether it is a short document's new window."""
+        window = draw_window(n_lines, self.cfg, pass_no, key)
+        mask = self.drawn.get(key)
+        if mask is None and (len(self.drawn) >= self.MAX_TRACKED or window_count(n_lines, self.cfg) > self.MAX_WINDOWS):
+            return window, False  # a long document: plain draws, in practice never exhausted
+        mask = mask or 0
+        all_windows = windows(n_lines, self.cfg)
+        index = all_windows.index(window)
+        if mask >> index & 1:
+            free = [i for i in range(len(all_windows)) if not mask >> i & 1]
+            index = free[hash128(self.cfg.random_seed, "redraw", pass_no, key) % len(free)]
+            window = all_windows[index]
+        self.drawn[key] = mask | 1 << index
+        return window, True
+
+
 def cut_snippet(text: str, start: int, length: int) -> str:
     """Lines [start, start+length) of a "\\n"-normalised text, each with its own line ending."""
     parts = text.split("\n", start + length)
@@ -169,6 +220,7 @@ class SeedSampler:
         rows = _empty_columns()
         index = 0
         passes = drawn = usable = idle = 0
+        small = SmallDocuments(cfg)
 
         def wanted(lang: str) -> bool:
             bucket = lang if cfg.quotas else ALL
@@ -180,7 +232,7 @@ class SeedSampler:
         clock = time.perf_counter()  # time spent here, not in the consumer between batches
         pass_no = 0
         while not done() and (cfg.max_passes is None or pass_no < cfg.max_passes):
-            gained = live = 0
+            gained = fresh = live = 0
             for item in corpus.documents(pass_no, wanted):
                 if not isinstance(item, Document):
                     if pass_no == 0:  # a rejected document is counted once, when first met
@@ -189,11 +241,15 @@ class SeedSampler:
                     continue
                 if not wanted(item.lang):
                     continue
-                live += 1
                 usable += pass_no == 0
+                n_lines = item.n_lines
+                if small.exhausted(item.key, n_lines):
+                    continue  # every snippet it has was drawn already: nothing left to count
+                live += 1
                 drawn += 1
                 stats.rows_in += 1
-                start, length = draw_window(count_lines(item.text), cfg, pass_no, item.key)
+                (start, length), new_window = small.draw(item.key, n_lines, pass_no)
+                fresh += new_window
                 snippet = cut_snippet(item.text, start, length)
                 reason = self._snippet_problem(snippet, seen)
                 if reason:
@@ -215,7 +271,9 @@ class SeedSampler:
             passes = pass_no + 1
             if done() or live == 0:
                 break
-            idle = 0 if gained else idle + 1
+            # A pass that drew a window a short document had not given yet is progress even
+            # without a new seed: short documents are finite, so this still terminates.
+            idle = 0 if gained or fresh else idle + 1
             if idle >= cfg.max_idle_passes:
                 break
             pass_no += 1

@@ -140,11 +140,14 @@ def test_every_filter_counts_its_reason(tmp_path: Path):
     assert table.num_rows == 200 and stats.extra["shortfall"] == {}
 
 
-def test_small_corpus_stops_with_a_shortfall(tmp_path: Path):
-    (tmp_path / "one.py").write_text("a = 1\nb = 2\n")  # at most 3 distinct snippets
+def test_small_corpus_gives_every_snippet_then_stops_with_a_shortfall(tmp_path: Path):
+    (tmp_path / "one.py").write_text("a = 1\nb = 2\n")  # 3 distinct snippets
+    (tmp_path / "two.py").write_text("c = 3\nd = 4\ne = 5\n")  # 6 distinct snippets
     table, stats = collect(source=str(tmp_path), num_seeds=50)
-    assert table.num_rows == 3
-    assert stats.extra["shortfall"] == {"all": 47}
+    assert table.num_rows == 9  # short documents are drawn without replacement, to exhaustion
+    assert stats.extra["shortfall"] == {"all": 41}
+    assert stats.extra["passes"] == 7  # 6 passes with draws, and one that found nothing left
+    assert stats.dropped_total == 0
 
 
 def test_max_passes_caps_the_work(pytree: Path):
