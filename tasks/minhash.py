@@ -22,7 +22,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import repeat
+from itertools import chain, repeat
 
 import numpy as np
 import xxhash
@@ -433,9 +433,13 @@ def signature_chunks(
     memory for their signatures, not their text.
     """
     args = ((list(c), num_perm, ngram, seed, canonicalize_identifiers, scheme) for c in chunks)
-    if workers <= 1:
+    first = next(args, None)
+    second = next(args, None) if first is not None else None
+    if workers <= 1 or second is None:  # one chunk: starting processes would cost more than it saves
+        yield from map(_signature_chunk, (a for a in (first, second) if a is not None))
         yield from map(_signature_chunk, args)
         return
+    args = chain([first, second], args)
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 

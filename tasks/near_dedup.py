@@ -17,7 +17,9 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ from pydantic import BaseModel, Field, field_validator
 from ossforge.errors import UserError
 from ossforge.schema import AUDIT_SCHEMA, CLUSTER_ID, CLUSTER_SIZE
 from tasks.lsh_index import RedisLSH, band_candidate_pairs, lsh_params
-from tasks.minhash import SHINGLE_VERSION, batch_shingle_hashes, estimated_jaccard, minhash_signatures
+from tasks.minhash import SHINGLE_VERSION, batch_shingle_hashes, estimated_jaccard, signature_chunks
 from tasks.shards import write_parquet_atomic
 from tasks.stats import StageStats
 
@@ -38,8 +40,6 @@ REASON_DUPLICATE = "near_duplicate"
 REASON_PUBLISHED = "near_duplicate_of_published"
 SIGNATURE_FILE_PREFIX = "signatures-"
 _METADATA_KEY = b"ossforge.minhash"
-# Below this many rows, starting worker processes costs more than it saves.
-_MIN_ROWS_FOR_WORKERS = 4000
 
 
 class NearDedupConfig(BaseModel):
@@ -94,26 +94,34 @@ def document_texts(table: pa.Table, fields: Sequence[str]) -> list[str]:
     return ["\n".join(parts) for parts in zip(*columns)]
 
 
-def representative_rank(table: pa.Table) -> np.ndarray:
-    """rank[i] = position of row i in keep-preference order: seed_index, then id."""
-    keys = [("id", "ascending", "at_end")]
-    if "seed_index" in table.column_names and pa.types.is_integer(table.schema.field("seed_index").type):
-        keys.insert(0, ("seed_index", "ascending", "at_end"))
-    order = pc.sort_indices(table.select([k[0] for k in keys]), sort_keys=keys).to_numpy()
+def representative_rank(ids: Sequence[str], seed_index: np.ndarray | None) -> np.ndarray:
+    """rank[i] = position of row i in keep-preference order: seed_index (if any), then id."""
+    keys = [("id", "ascending")]
+    columns = {"id": pa.array(ids, pa.string())}
+    if seed_index is not None:
+        keys.insert(0, ("seed_index", "ascending"))
+        columns["seed_index"] = pa.array(seed_index, pa.int64())
+    order = pc.sort_indices(pa.table(columns), sort_keys=keys).to_numpy()
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return rank
 
 
-def _exact_jaccard(pairs: np.ndarray, texts: Sequence[str], cfg: NearDedupConfig) -> np.ndarray:
-    """Jaccard of the shingle sets of each pair (only the documents in some pair are shingled)."""
-    docs = np.unique(pairs)
+def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig) -> np.ndarray:
+    """Jaccard of the shingle sets of each pair; only rows in some pair are re-read and shingled."""
+    wanted = np.unique(pairs)
     sets: dict[int, np.ndarray] = {}
-    for lo in range(0, len(docs), 2000):
-        chunk = docs[lo : lo + 2000]
-        hashes, counts = batch_shingle_hashes([texts[i] for i in chunk], cfg.ngram, cfg.canonicalize_identifiers)
-        for doc, part in zip(chunk, np.split(hashes, np.cumsum(counts)[:-1])):
-            sets[int(doc)] = np.unique(part)
+    offset = 0
+    for chunk in source.chunks():
+        lo = np.searchsorted(wanted, offset)
+        hi = np.searchsorted(wanted, offset + chunk.num_rows)
+        if hi > lo:
+            local = wanted[lo:hi] - offset
+            texts = document_texts(chunk.take(pa.array(local, pa.int64())), cfg.fields)
+            hashes, counts = batch_shingle_hashes(texts, cfg.ngram, cfg.canonicalize_identifiers)
+            for doc, part in zip(wanted[lo:hi], np.split(hashes, np.cumsum(counts)[:-1])):
+                sets[int(doc)] = np.unique(part)
+        offset += chunk.num_rows
     out = np.empty(len(pairs))
     for k, (i, j) in enumerate(pairs):
         a, b = sets[int(i)], sets[int(j)]
@@ -130,29 +138,110 @@ def _components(n_nodes: int, edges: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+CHUNK_ROWS = 2000  # rows per signature task: big enough for numpy, small enough to stream
+
+
+class RowSource(Protocol):
+    """Rows to dedup, read in chunks: the same rows in the same order on every call."""
+
+    def chunks(self) -> Iterator[pa.Table]: ...
+
+
+@dataclass
+class TableSource:
+    table: pa.Table
+
+    def chunks(self) -> Iterator[pa.Table]:
+        for offset in range(0, self.table.num_rows, CHUNK_ROWS):
+            yield self.table.slice(offset, CHUNK_ROWS)
+
+
+@dataclass
+class DedupPlan:
+    """The decision for every row, by position: kept or a duplicate of which id, and why."""
+
+    ids: list[str]
+    kept: np.ndarray
+    duplicate_of: list[str | None]
+    reasons: list[str | None]
+    cluster_size: np.ndarray
+    stats: StageStats
+
+    def apply(self, chunk: pa.Table, offset: int) -> tuple[pa.Table, pa.Table]:
+        """(kept rows with cluster columns, audit rows) of the chunk starting at row `offset`."""
+        rows = slice(offset, offset + chunk.num_rows)
+        mask = self.kept[rows]
+        kept = chunk.filter(pa.array(mask))
+        for name in (CLUSTER_ID, CLUSTER_SIZE):
+            if name in kept.column_names:
+                kept = kept.drop_columns([name])
+        kept_idx = offset + np.flatnonzero(mask)
+        kept = kept.append_column(CLUSTER_ID, pa.array([self.ids[i] for i in kept_idx], pa.string()))
+        kept = kept.append_column(CLUSTER_SIZE, pa.array(self.cluster_size[kept_idx], pa.int32()))
+        return kept, self._audit(chunk, offset, ~mask)
+
+    def _audit(self, chunk: pa.Table, offset: int, dropped: np.ndarray) -> pa.Table:
+        local = np.flatnonzero(dropped)
+        idx = offset + local
+        columns = {name: pa.nulls(len(idx), field.type) for name, field in zip(AUDIT_SCHEMA.names, AUDIT_SCHEMA)}
+        columns["id"] = pa.array([self.ids[i] for i in idx], pa.string())
+        columns["stage"] = pa.array([STAGE] * len(idx), pa.string())
+        columns["reason"] = pa.array([self.reasons[i] for i in idx], pa.string())
+        columns["duplicate_of"] = pa.array([self.duplicate_of[i] for i in idx], pa.string())
+        for text_col in ("problem", "solution"):
+            if text_col in chunk.column_names:
+                columns[text_col] = pc.cast(chunk[text_col].take(pa.array(local, pa.int64())), pa.string())
+        return pa.table(columns, schema=AUDIT_SCHEMA)
+
+
 def near_dedup(table: pa.Table, cfg: NearDedupConfig | None = None) -> tuple[pa.Table, pa.Table, StageStats]:
     """Keep one row per near-duplicate cluster. Returns (kept rows with cluster_id and
     cluster_size, audit rows of the dropped ones, stats)."""
-    cfg = cfg or NearDedupConfig()
-    stats = StageStats(STAGE, rows_in=table.num_rows)
+    plan = plan_near_dedup(TableSource(table), cfg or NearDedupConfig())
+    kept, audit = plan.apply(table, 0)
+    return kept, audit, plan.stats
+
+
+def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
+    """Decide every row of `source`, holding only signatures (not text) for all rows.
+
+    Reads the source twice: once for signatures, once for the text of the rows that are
+    candidate duplicates (for the exact Jaccard check).
+    """
     started = time.perf_counter()
-    if "id" not in table.column_names:
-        raise UserError("near-dedup needs an 'id' column to name the row a duplicate points at")
-    texts = document_texts(table, cfg.fields)
-    ids = pc.cast(table["id"], pa.string()).to_pylist()
-    n = len(texts)
-    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
+    ids: list[str] = []
+    seed_index: list[np.ndarray] = []
+    has_seed_index: list[bool] = []
+
+    def text_chunks() -> Iterator[list[str]]:
+        for chunk in source.chunks():
+            if "id" not in chunk.column_names:
+                raise UserError("near-dedup needs an 'id' column to name the row a duplicate points at")
+            ids.extend(pc.cast(chunk["id"], pa.string()).to_pylist())
+            usable = "seed_index" in chunk.column_names and pa.types.is_integer(chunk.schema.field("seed_index").type)
+            has_seed_index.append(usable)
+            if usable:
+                seed_index.append(pc.fill_null(chunk["seed_index"], np.iinfo(np.int64).max).to_numpy().astype(np.int64))
+            yield document_texts(chunk, cfg.fields)
 
     t0 = time.perf_counter()
-    workers = cfg.workers if n >= _MIN_ROWS_FOR_WORKERS else 1
-    sigs = minhash_signatures(
-        texts, cfg.num_perm, cfg.ngram, cfg.seed, canonicalize_identifiers=cfg.canonicalize_identifiers, workers=workers
+    parts = list(
+        signature_chunks(
+            text_chunks(), cfg.num_perm, cfg.ngram, cfg.seed, cfg.canonicalize_identifiers, workers=cfg.workers
+        )
     )
+    sigs = np.concatenate(parts) if parts else np.zeros((0, cfg.num_perm), np.uint32)
+    del parts
     signature_seconds = time.perf_counter() - t0
+    n = len(ids)
+    stats = StageStats(STAGE, rows_in=n)
     empty = (sigs == np.iinfo(sigs.dtype).max).all(axis=1)  # no tokens: never a near-duplicate
+    by_seed = bool(has_seed_index) and all(has_seed_index)
+    rank = representative_rank(ids, np.concatenate(seed_index) if by_seed else None)
+    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
 
     # Published signatures (earlier versions) come first in the node numbering: nodes
-    # 0..P-1 are published rows, P..P+n-1 this table's rows.
+    # 0..P-1 are published rows, P..P+n-1 this source's rows, then rows found in Redis.
     pub_ids, pub_sigs = load_signatures(cfg.index_dir, cfg, exclude_ids=set(ids)) if cfg.index_dir else ([], None)
     n_pub = len(pub_ids)
     all_sigs = sigs if n_pub == 0 else np.concatenate([pub_sigs, sigs])
@@ -161,42 +250,34 @@ def near_dedup(table: pa.Table, cfg: NearDedupConfig | None = None) -> tuple[pa.
     t0 = time.perf_counter()
     pairs = band_candidate_pairs(all_sigs, bands, rows, active)
     pairs = pairs[pairs[:, 1] >= n_pub]  # published-published pairs were settled when published
-    redis_pairs, redis_ids, redis_sigs = _redis_candidates(cfg, ids, sigs, empty, n_pub) if cfg.lsh_storage else (
-        np.zeros((0, 2), np.int64), [], None)
+    if cfg.lsh_storage:
+        redis_pairs, redis_ids, redis_sigs = _redis_candidates(cfg, ids, sigs, empty, n_pub)
+    else:
+        redis_pairs, redis_ids, redis_sigs = np.zeros((0, 2), np.int64), [], None
     lsh_seconds = time.perf_counter() - t0
 
-    # Check candidates: exact Jaccard where both texts are here, the estimate otherwise.
+    # Check candidates: exact Jaccard where both texts are at hand, the estimate otherwise.
     t0 = time.perf_counter()
     candidates = len(pairs) + len(redis_pairs)
     similarity = estimated_jaccard(all_sigs[pairs[:, 0]], all_sigs[pairs[:, 1]]) if len(pairs) else np.zeros(0)
     if cfg.verify_jaccard and len(pairs):
         both_new = pairs[:, 0] >= n_pub
         if both_new.any():
-            similarity[both_new] = _exact_jaccard(pairs[both_new] - n_pub, texts, cfg)
+            similarity[both_new] = _exact_jaccard(pairs[both_new] - n_pub, source, cfg)
     edges = pairs[similarity >= cfg.threshold]
     if len(redis_pairs):
-        # Redis rows are numbered after this table's rows.
         est = estimated_jaccard(redis_sigs[redis_pairs[:, 0]], sigs[redis_pairs[:, 1] - n_pub])
         keep = est >= cfg.threshold
         edges = np.concatenate([edges, np.stack([redis_pairs[keep, 0] + n_pub + n, redis_pairs[keep, 1]], axis=1)])
     verify_seconds = time.perf_counter() - t0
+    del all_sigs
 
-    n_redis = len(redis_ids)
-    n_nodes = n_pub + n + n_redis
+    n_nodes = n_pub + n + len(redis_ids)
     labels = _components(n_nodes, edges) if len(edges) else np.arange(n_nodes)
-    kept_mask, duplicate_of, cluster_size, reasons = _choose_representatives(
-        labels, n_pub, n, representative_rank(table), pub_ids + [None] * n + redis_ids, ids
+    kept, duplicate_of, cluster_size, reasons = _choose_representatives(
+        labels, n_pub, n, rank, pub_ids + [None] * n + redis_ids, ids
     )
-
-    kept = table.filter(pa.array(kept_mask))
-    kept_idx = np.flatnonzero(kept_mask)
-    for name in (CLUSTER_ID, CLUSTER_SIZE):
-        if name in kept.column_names:
-            kept = kept.drop_columns([name])
-    kept = kept.append_column(CLUSTER_ID, pa.array([ids[i] for i in kept_idx], pa.string()))
-    kept = kept.append_column(CLUSTER_SIZE, pa.array(cluster_size[kept_idx], pa.int32()))
-    audit = _audit_table(table, ~kept_mask, ids, duplicate_of, reasons)
-
+    kept_idx = np.flatnonzero(kept)
     if cfg.lsh_storage:
         RedisLSH(cfg.lsh_storage, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32").insert_many(
             [ids[i] for i in kept_idx], sigs[kept_idx]
@@ -204,7 +285,7 @@ def near_dedup(table: pa.Table, cfg: NearDedupConfig | None = None) -> tuple[pa.
     if cfg.index_dir:
         persist_signatures([ids[i] for i in kept_idx], sigs[kept_idx], cfg.index_dir, cfg.version, cfg)
 
-    stats.rows_out = kept.num_rows
+    stats.rows_out = len(kept_idx)
     for reason in (REASON_DUPLICATE, REASON_PUBLISHED):
         count = sum(1 for r in reasons if r == reason)
         if count:
@@ -221,13 +302,13 @@ def near_dedup(table: pa.Table, cfg: NearDedupConfig | None = None) -> tuple[pa.
         "candidate_pairs": int(candidates),
         "duplicate_edges": int(len(edges)),
         "empty_documents": int(empty.sum()),
-        "published_signatures": n_pub + n_redis,
+        "published_signatures": n_pub + len(redis_ids),
         "signature_seconds": round(signature_seconds, 3),
         "lsh_seconds": round(lsh_seconds, 3),
         "verify_seconds": round(verify_seconds, 3),
     }
     stats.seconds = time.perf_counter() - started
-    return kept, audit, stats
+    return DedupPlan(ids, kept, duplicate_of, reasons, cluster_size, stats)
 
 
 def _choose_representatives(labels, n_pub, n, rank, node_ids, ids):
@@ -254,19 +335,6 @@ def _choose_representatives(labels, n_pub, n, rank, node_ids, ids):
     for i in np.flatnonzero(~of_published & ~kept):
         duplicate_of[i], reasons[i] = ids[row_of_rank[best_rank[new_labels[i]]]], REASON_DUPLICATE
     return kept, duplicate_of, size[new_labels], reasons
-
-
-def _audit_table(table: pa.Table, dropped: np.ndarray, ids, duplicate_of, reasons) -> pa.Table:
-    idx = np.flatnonzero(dropped)
-    columns = {name: pa.nulls(len(idx), field.type) for name, field in zip(AUDIT_SCHEMA.names, AUDIT_SCHEMA)}
-    columns["id"] = pa.array([ids[i] for i in idx], pa.string())
-    columns["stage"] = pa.array([STAGE] * len(idx), pa.string())
-    columns["reason"] = pa.array([reasons[i] for i in idx], pa.string())
-    columns["duplicate_of"] = pa.array([duplicate_of[i] for i in idx], pa.string())
-    for text_col in ("problem", "solution"):
-        if text_col in table.column_names:
-            columns[text_col] = pc.cast(table[text_col].take(pa.array(idx, pa.int64())), pa.string())
-    return pa.table(columns, schema=AUDIT_SCHEMA)
 
 
 def _redis_candidates(cfg, ids, sigs, empty, n_pub):
