@@ -1,0 +1,203 @@
+"""Provider limits for the teacher fan-out: requests/tokens per minute, cool-downs, budgets.
+
+Providers count requests and tokens per rolling minute. A leaky or token bucket lets a
+full bucket burst and then refill, which can put up to twice the budget inside one
+60-second window; the sliding-window limiter here admits a request only when the last
+window (plus a small margin for the time the request takes to reach the server) holds
+fewer than `rpm` requests and at most `tpm` tokens, so no window ever goes over.
+
+All of it lives on one event loop: every shard task of a flow run shares one limiter and
+one budget, so limits are shared, not multiplied. Across processes, `BatchedPermits` takes
+permits from a global limit (a Prefect rate limit) a batch at a time, never per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Awaitable, Callable
+
+
+class SlidingWindowLimiter:
+    def __init__(self, rpm: int | None, tpm: int | None, window_s: float = 60.0):
+        if rpm is not None and rpm <= 0:
+            raise ValueError("rpm must be positive")
+        if tpm is not None and tpm <= 0:
+            raise ValueError("tpm must be positive")
+        self.rpm = rpm
+        self.tpm = tpm
+        # The margin covers the gap between admitting a request here and its arrival at
+        # the server, so the server's own count of any window stays within the limits.
+        self.window_s = window_s + max(0.05, 0.01 * window_s)
+        self._sent: deque[tuple[float, int]] = deque()  # (admitted at, tokens)
+        self._tokens_in_window = 0
+        self._lock = asyncio.Lock()  # waiters queue in arrival order
+        self._paused_until = 0.0
+        self.waited_s = 0.0  # total time requests spent waiting here (for stats)
+
+    @property
+    def active(self) -> bool:
+        return self.rpm is not None or self.tpm is not None
+
+    def pause(self, seconds: float) -> None:
+        """A provider said "retry after N s": no new request leaves before then."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    async def acquire(self, tokens: int = 0) -> None:
+        if not self.active and self._paused_until <= time.monotonic():
+            return  # the common, unlimited case: no lock, no clock bookkeeping
+        async with self._lock:
+            started = time.monotonic()
+            while True:
+                now = time.monotonic()
+                wait = self._paused_until - now
+                if wait <= 0:
+                    wait = self._wait_for_room(now, tokens)
+                if wait <= 0:
+                    if self.active:
+                        self._sent.append((now, tokens))
+                        self._tokens_in_window += tokens
+                    self.waited_s += now - started
+                    return
+                await asyncio.sleep(wait)
+
+    def _wait_for_room(self, now: float, tokens: int) -> float:
+        sent = self._sent
+        horizon = now - self.window_s
+        while sent and sent[0][0] <= horizon:
+            self._tokens_in_window -= sent.popleft()[1]
+        wait = 0.0
+        if self.rpm is not None and len(sent) >= self.rpm:
+            wait = sent[len(sent) - self.rpm][0] - horizon
+        if self.tpm is not None and sent and self._tokens_in_window + tokens > self.tpm:
+            # Wait until enough of the oldest requests leave the window. A request larger
+            # than the whole budget goes alone into an empty window rather than never.
+            excess = self._tokens_in_window + tokens - self.tpm
+            freed = 0
+            for admitted_at, used in sent:
+                freed += used
+                if freed >= excess:
+                    wait = max(wait, admitted_at - horizon)
+                    break
+            else:
+                wait = max(wait, sent[-1][0] - horizon)
+        return wait + 1e-3 if wait > 0 else 0.0
+
+
+class Budget:
+    """Stops new teacher requests once the run's spend would pass `max_cost_usd` or `max_total_tokens`.
+
+    Spend counts the replies this dataset already holds (cache hits: paid for earlier) and
+    the ones received now. A request is admitted only if spend so far, plus what the
+    requests in flight are expected to cost, plus its own expected cost fits; expected
+    cost is the prompt plus the mean completion seen so far (max_tokens until the first
+    reply). After the first refusal no new request is admitted: the run is "stopped by
+    budget", and what is in flight finishes and is recorded.
+    """
+
+    def __init__(
+        self,
+        max_cost_usd: float | None,
+        max_total_tokens: int | None,
+        price_in_per_mtok: float,
+        price_out_per_mtok: float,
+    ):
+        self.max_cost_usd = max_cost_usd
+        self.max_total_tokens = max_total_tokens
+        self.price_in = price_in_per_mtok / 1e6
+        self.price_out = price_out_per_mtok / 1e6
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.replies = 0
+        self._inflight_tokens_in = 0
+        self._inflight_tokens_out = 0.0
+        self.stopped = False
+
+    @property
+    def limited(self) -> bool:
+        return self.max_cost_usd is not None or self.max_total_tokens is not None
+
+    def cost(self, tokens_in: float, tokens_out: float) -> float:
+        return tokens_in * self.price_in + tokens_out * self.price_out
+
+    @property
+    def spent_usd(self) -> float:
+        return self.cost(self.tokens_in, self.tokens_out)
+
+    def _expected_out(self, max_tokens: int) -> float:
+        return self.tokens_out / self.replies if self.replies else float(max_tokens)
+
+    def admit(self, prompt_tokens: int, max_tokens: int) -> float | None:
+        """Admit one request: returns its expected completion tokens (hand it to `finish`), or None."""
+        if self.stopped:
+            return None
+        out = self._expected_out(max_tokens)
+        if self.limited:
+            total_in = self.tokens_in + self._inflight_tokens_in + prompt_tokens
+            total_out = self.tokens_out + self._inflight_tokens_out + out
+            over_tokens = self.max_total_tokens is not None and total_in + total_out > self.max_total_tokens
+            over_cost = self.max_cost_usd is not None and self.cost(total_in, total_out) > self.max_cost_usd
+            if over_tokens or over_cost:
+                self.stopped = True
+                return None
+        self._inflight_tokens_in += prompt_tokens
+        self._inflight_tokens_out += out
+        return out
+
+    def finish(self, prompt_tokens: int, expected_out: float, used: tuple[int, int] | None) -> None:
+        """An admitted request is done: drop its estimate, charge what it used (None: nothing billed)."""
+        self._inflight_tokens_in -= prompt_tokens
+        self._inflight_tokens_out -= expected_out
+        if used is not None:
+            self.charge(*used)
+
+    def charge(self, used_in: int, used_out: int) -> None:
+        self.tokens_in += used_in
+        self.tokens_out += used_out
+        self.replies += 1
+
+
+class BatchedPermits:
+    """Takes permits from a global limit `batch` at a time and hands them out one by one.
+
+    `fetch(n)` blocks until n permits are granted, e.g. a Prefect global rate limit:
+    `lambda n: prefect.concurrency.asyncio.rate_limit("teacher-rpm", occupy=n, strict=True)`.
+    One fetch costs ~30 ms of Prefect client time (NOTES.md), so per request it would be
+    the bottleneck; per batch of 100 it is 0.3 ms a request.
+    """
+
+    def __init__(self, fetch: Callable[[int], Awaitable[None]], batch: int = 100):
+        if batch <= 0:
+            raise ValueError("batch must be positive")
+        self._fetch = fetch
+        self.batch = batch
+        self._left = 0
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    async def take(self) -> None:
+        if self._left > 0:
+            self._left -= 1
+            return
+        async with self._lock:
+            if self._left == 0:
+                await self._fetch(self.batch)
+                self.fetches += 1
+                self._left = self.batch
+            self._left -= 1
+
+
+def prefect_rate_limit_permits(limit_name: str, batch: int = 100) -> BatchedPermits:
+    """Permits from a Prefect global concurrency limit with slot decay (a rate limit).
+
+    Create it once with `prefect gcl create teacher-rpm --limit N --slot-decay-per-second N/60`;
+    every worker process then shares the provider's budget, one Prefect call per batch.
+    """
+
+    async def fetch(n: int) -> None:
+        from prefect.concurrency.asyncio import rate_limit
+
+        await rate_limit(limit_name, occupy=n, strict=True)
+
+    return BatchedPermits(fetch, batch)
