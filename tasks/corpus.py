@@ -129,6 +129,7 @@ class CorpusOptions:
     hf_data_dir: str | None = None
     hf_data_files: str | list[str] | None = None
     shuffle_buffer: int = 5000
+    cache_bytes: int = 256 << 20  # keep usable source-tree documents in memory up to this many bytes
     license: str | None = None  # default license / repo for sources without such columns
     repo: str | None = None
 
@@ -223,6 +224,10 @@ class CodeTreeCorpus:
     description: str = ""
     stats: dict = field(default_factory=lambda: {"files_listed": 0, "documents_read": 0})
     _usable: list[tuple[str, str]] | None = None  # (relpath, lang) of files that passed pass 0
+    # Usable documents kept after pass 0 while they fit in opts.cache_bytes, so later passes
+    # do not re-read and re-check them (the standard library is ~30 MB of text).
+    _cache: dict[str, tuple[str, int]] = field(default_factory=dict)
+    _cached_bytes: int = 0
 
     def documents(self, pass_no: int, wanted: Wanted) -> Iterator[Document | Rejected]:
         if pass_no == 0:
@@ -240,6 +245,10 @@ class CodeTreeCorpus:
                 continue
             if not wanted(lang):
                 continue  # its quota is already full: not read, not counted
+            if rel in self._cache:
+                text, n_lines = self._cache[rel]
+                yield Document(rel, text, lang, n_lines, rel, self.opts.repo, self.opts.license)
+                continue
             path = self.root / rel
             try:
                 size = path.stat().st_size
@@ -256,9 +265,16 @@ class CodeTreeCorpus:
                 yield Rejected(reason, rel)
                 continue
             usable.append((rel, lang))
+            if pass_no == 0 and self._cached_bytes + len(text) <= self.opts.cache_bytes:
+                self._cache[rel] = (text, n_lines)
+                self._cached_bytes += len(text)
             yield Document(rel, text, lang, n_lines, rel, self.opts.repo, self.opts.license)
         if pass_no == 0:
             self._usable = sorted(usable)
+
+    def close(self) -> None:
+        self._cache.clear()
+        self._cached_bytes = 0
 
     def _first_pass_candidates(self) -> list[tuple[str, str | None]]:
         self.stats["files_listed"] = len(self.files)

@@ -65,6 +65,7 @@ class SeedConfig(BaseModel):
     hf_data_dir: Optional[str] = None  # hub dataset sub-directory, e.g. "python" for starcoderdata
     hf_data_files: Optional[str | list[str]] = None  # data_files for load_dataset (with hf:json, hf:parquet...)
     shuffle_buffer: int = 5000  # documents held to shuffle JSONL/Parquet/hub sources
+    cache_bytes: int = 256 << 20  # source-tree text kept in memory between passes (0: re-read every pass)
     max_idle_passes: int = 10  # stop after this many passes in a row that found no new snippet
     max_passes: Optional[int] = None  # hard cap on passes over the corpus (None: until exhausted)
     license: Optional[str] = None  # license recorded for sources without a license column
@@ -80,6 +81,8 @@ class SeedConfig(BaseModel):
         for name in ("max_file_bytes", "max_line_length", "max_mean_line_length", "shuffle_buffer", "max_idle_passes"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.cache_bytes < 0:
+            raise UserError(f"cache_bytes must be 0 or more, got {self.cache_bytes}")
         if self.max_passes is not None and self.max_passes < 1:
             raise UserError(f"max_passes must be at least 1, got {self.max_passes}")
         if self.languages is not None:
@@ -127,6 +130,7 @@ class SeedConfig(BaseModel):
             hf_data_dir=self.hf_data_dir,
             hf_data_files=self.hf_data_files,
             shuffle_buffer=self.shuffle_buffer,
+            cache_bytes=self.cache_bytes,
             license=self.license,
             repo=self.repo,
         )
@@ -278,6 +282,7 @@ class SeedSampler:
                 break
             pass_no += 1
         stats.seconds += time.perf_counter() - clock
+        getattr(corpus, "close", lambda: None)()
         if rows["seed_index"]:
             yield _to_table(rows)
         if stats.rows_out == 0:

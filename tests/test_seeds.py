@@ -380,3 +380,10 @@ def test_streamed_datasets_path_with_local_files(tmp_path: Path):
         sample_seeds(SeedConfig(**{**kw, "content_column": "text"}))
     with pytest.raises(UserError, match="set hf_data_files"):
         sample_seeds(SeedConfig(source="hf:json", num_seeds=1))
+
+
+def test_cache_does_not_change_the_seeds(pytree: Path):
+    cached, s1 = collect(source=str(pytree), num_seeds=80)
+    reread, s2 = collect(source=str(pytree), num_seeds=80, cache_bytes=0)
+    assert cached.equals(reread)
+    assert s1.extra["documents_read"] == 12 < s2.extra["documents_read"]
