@@ -221,6 +221,7 @@ class SeedSampler:
         made: Counter = Counter()
         per_lang: Counter = Counter()
         seen: set[int] = set()  # 8-byte hashes of kept snippets: the only state that grows with seeds
+        # (SmallDocuments grows with the number of short documents, not seeds, and is capped)
         rows = _empty_columns()
         index = 0
         passes = drawn = usable = idle = 0
