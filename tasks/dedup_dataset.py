@@ -46,6 +46,17 @@ class FileSource:
         except pa.ArrowInvalid as exc:
             raise InputError(f"input files at {self.source!r} do not share one schema: {str(exc).splitlines()[0]}") from None
 
+    def num_rows(self) -> int | None:
+        """From Parquet footers without reading data; None when a JSONL file is among the inputs."""
+        import pyarrow.parquet as pq
+
+        if any(f.suffix != ".parquet" for f in self.files):
+            return None
+        try:
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"cannot read {self.source}: {str(exc).splitlines()[0]}") from None
+
     def _stable_ids(self, chunk: pa.Table, offset: int) -> pa.Array:
         texts = document_texts(chunk, self.fields)
         return pa.array(

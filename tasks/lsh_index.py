@@ -37,13 +37,15 @@ def lsh_params(threshold: float, num_perm: int, weights: tuple[float, float] = (
     return _optimal_param(threshold, num_perm, weights[0], weights[1])
 
 
-def band_keys(sigs: np.ndarray, band: int, rows: int) -> np.ndarray:
-    """One uint64 key per signature for band `band` (a hash of its `rows` values)."""
-    part = sigs[:, band * rows : (band + 1) * rows].astype(np.uint64)
-    key = np.full(len(sigs), ((band + 1) * 0x9E3779B97F4A7C15) % (1 << 64), dtype=np.uint64)
+def band_keys(sigs: np.ndarray, band: int, rows: int, index: np.ndarray | None = None) -> np.ndarray:
+    """One uint64 key per signature (or per row in `index`) for band `band`: a hash of its
+    `rows` values."""
+    cols = slice(band * rows, (band + 1) * rows)
+    part = sigs[:, cols] if index is None else sigs[index, cols]  # copies only this band's columns
+    key = np.full(len(part), ((band + 1) * 0x9E3779B97F4A7C15) % (1 << 64), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for col in range(rows):
-            key = (key ^ part[:, col]) * np.uint64(0x100000001B3)  # FNV-style mixing, per column
+            key = (key ^ part[:, col].astype(np.uint64)) * np.uint64(0x100000001B3)  # FNV-style, per column
             key ^= key >> np.uint64(29)
     return key
 
@@ -53,15 +55,16 @@ def band_candidate_pairs(sigs: np.ndarray, bands: int, rows: int, active: np.nda
 
     `active` (bool per row) leaves rows out of the index (documents with no tokens).
     """
-    index = np.arange(len(sigs)) if active is None else np.flatnonzero(active)
-    if len(index) < 2:
+    index = None if active is None or active.all() else np.flatnonzero(active)
+    n = len(sigs) if index is None else len(index)
+    if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    sub = sigs[index]
     found = []
     for band in range(bands):
-        keys = band_keys(sub, band, rows)
+        keys = band_keys(sigs, band, rows, index)
         order = np.argsort(keys, kind="stable")  # stable: ties stay in index order
         sorted_keys = keys[order]
+        del keys
         same_as_prev = sorted_keys[1:] == sorted_keys[:-1]
         if not same_as_prev.any():
             continue
@@ -72,15 +75,17 @@ def band_candidate_pairs(sigs: np.ndarray, bands: int, rows: int, active: np.nda
                 break
             found.append(np.stack([order[:-d][same], order[d:][same]], axis=1))
         # And every member of a big bucket with the bucket's first member.
-        starts = np.flatnonzero(np.concatenate(([True], ~same_as_prev)))
-        group = np.cumsum(np.concatenate(([True], ~same_as_prev))) - 1
-        first = order[starts][group]
+        new_group = np.concatenate(([True], ~same_as_prev))
+        starts = np.flatnonzero(new_group)
+        group = np.cumsum(new_group) - 1
         far = (np.arange(len(order)) - starts[group]) >= SMALL_BUCKET
         if far.any():
-            found.append(np.stack([first[far], order[far]], axis=1))
+            found.append(np.stack([order[starts[group[far]]], order[far]], axis=1))
     if not found:
         return np.zeros((0, 2), dtype=np.int64)
-    pairs = index[np.concatenate(found)]
+    pairs = np.concatenate(found)
+    if index is not None:
+        pairs = index[pairs]
     pairs.sort(axis=1)
     packed = np.unique(pairs[:, 0].astype(np.int64) << 32 | pairs[:, 1].astype(np.int64))
     return np.stack([packed >> 32, packed & 0xFFFFFFFF], axis=1)

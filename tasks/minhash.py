@@ -385,10 +385,18 @@ def _signatures_of_hashes(hashes: np.ndarray, counts: np.ndarray, num_perm: int,
     return np.ascontiguousarray(sigs.T)
 
 
+# Texts per numpy pass inside a chunk: the token lists of a pass cost ~40 KB per document,
+# so passes of this size bound a worker's memory whatever the chunk size.
+_TEXTS_PER_PASS = 256
+
+
 def _signature_chunk(args) -> np.ndarray:
     texts, num_perm, ngram, seed, canonicalize_identifiers, scheme = args
-    hashes, counts = batch_shingle_hashes(texts, ngram, canonicalize_identifiers)
-    return _signatures_of_hashes(hashes, counts, num_perm, seed, scheme)
+    out = np.empty((len(texts), num_perm), dtype=signature_dtype(scheme))
+    for lo in range(0, len(texts), _TEXTS_PER_PASS):
+        hashes, counts = batch_shingle_hashes(texts[lo : lo + _TEXTS_PER_PASS], ngram, canonicalize_identifiers)
+        out[lo : lo + len(counts)] = _signatures_of_hashes(hashes, counts, num_perm, seed, scheme)
+    return out
 
 
 def minhash_signatures(

@@ -249,3 +249,32 @@ def test_bad_redis_url_is_a_user_error():
         near_dedup(table(planted_rows()), CFG.model_copy(update={"lsh_storage": "http://x"}))
     with pytest.raises(UserError, match="cannot reach Redis"):
         near_dedup(table(planted_rows()), CFG.model_copy(update={"lsh_storage": f"redis://127.0.0.1:{_free_port()}/0"}))
+
+
+def test_borderline_candidates_are_settled_by_exact_jaccard():
+    from tasks.minhash import shingle_hashes
+
+    rng = random.Random(5)
+    vocab = [f"w{i}" for i in range(5000)]
+    rows = []
+    for k in range(30):
+        words = [rng.choice(vocab) for _ in range(200)]
+        copy = words[:]
+        for _ in range(2 + k // 2):  # from a few to many edited words: Jaccard ~0.9 down to ~0.5
+            copy[rng.randrange(len(copy))] = rng.choice(vocab)
+        rows += [(f"p{k:02d}-a", 2 * k, " ".join(words), ""), (f"p{k:02d}-b", 2 * k + 1, " ".join(copy), "")]
+    src = table(rows)
+    kept, audit, stats = near_dedup(src, CFG)
+    assert stats.extra["exact_jaccard_checks"] > 0
+    text = dict(zip(src["id"].to_pylist(), src["problem"].to_pylist()))
+
+    def jaccard(a, b):
+        x, y = set(shingle_hashes(text[a]).tolist()), set(shingle_hashes(text[b]).tolist())
+        return len(x & y) / len(x | y)
+
+    for dropped, of in zip(audit["id"].to_pylist(), audit["duplicate_of"].to_pylist()):
+        assert jaccard(dropped, of) >= CFG.threshold
+    # Pairs well above the threshold are all found.
+    for k in range(30):
+        if jaccard(f"p{k:02d}-a", f"p{k:02d}-b") >= 0.8:
+            assert f"p{k:02d}-b" in audit["id"].to_pylist()

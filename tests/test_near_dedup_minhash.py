@@ -90,3 +90,28 @@ def test_normalisation_strips_comments_and_canonicalises_code_only():
     assert "block" not in c and "line" not in c and "int n = 3;" in c
     renamed = TEXTS[0].replace("a", "left").replace("# add two numbers", "# sum")
     assert normalized_tokens(renamed, True) == normalized_tokens(TEXTS[0], True)
+
+
+def test_band_candidate_pairs_equals_brute_force_bucket_pairs():
+    from itertools import combinations
+
+    from tasks.lsh_index import SMALL_BUCKET, band_candidate_pairs
+
+    rng = np.random.default_rng(3)
+    sigs = rng.integers(0, 4, size=(60, 12), dtype=np.uint32)  # tiny alphabet: many shared buckets
+    sigs[:20] = sigs[0]  # one bucket bigger than SMALL_BUCKET in every band
+    active = np.ones(60, bool)
+    active[5] = False
+    bands, rows = 4, 3
+    got = {tuple(p) for p in band_candidate_pairs(sigs, bands, rows, active).tolist()}
+    expected_small, big = set(), set()
+    for b in range(bands):
+        buckets = {}
+        for i in np.flatnonzero(active):
+            buckets.setdefault(sigs[i, b * rows : (b + 1) * rows].tobytes(), []).append(int(i))
+        for members in buckets.values():
+            (expected_small if len(members) <= SMALL_BUCKET else big).update(combinations(members, 2))
+    assert expected_small <= got <= expected_small | big  # small buckets: every pair; big: a subset
+    assert all(5 not in p for p in got)
+    # A big bucket still links all its members (through its first member).
+    assert {(0, j) for j in range(1, 20) if j != 5} <= got
