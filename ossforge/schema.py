@@ -77,3 +77,19 @@ AUDIT_SCHEMA = pa.schema(
 
 def empty_table(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
+
+
+# --- evaluation: one row per benchmark problem scored (ossforge evaluate) ---------------
+EVAL_RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("benchmark", pa.string(), nullable=False),  # humaneval / humaneval+ / mbpp+
+        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("passed_base", pa.bool_(), nullable=False),  # humaneval: its own tests; EvalPlus: base inputs
+        pa.field("passed_plus", pa.bool_()),  # EvalPlus: base and plus inputs; null for humaneval
+        pa.field("error", pa.string()),  # first failure's kind (timeout, wrong_answer, ...); null = passed
+        pa.field("error_detail", pa.string()),
+        pa.field("completion", pa.string()),  # the model's raw reply after the response prefix
+        pa.field("program", pa.string()),  # the code that was executed
+        pa.field("seconds", pa.float64()),  # sandbox wall time for this problem
+    ]
+)

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 CHILD_SOURCE_PATH = Path(__file__).with_name("sandbox_child.py")
@@ -183,5 +183,7 @@ def run_many(
         return [f.result() for f in futures]
 
 
-def limits_dict(limits: SandboxLimits) -> dict:
-    return asdict(limits)
+def probe_guards(limits: SandboxLimits = SandboxLimits()) -> list[str]:
+    """Which protection layers this machine grants a sandbox (reported with every evaluation)."""
+    result = run_sandboxed({"mode": "check", "code": "pass", "seconds": 5.0}, 5.0, limits)
+    return list(result.get("guards", []))

@@ -1,7 +1,73 @@
-"""`ossforge evaluate` (not yet implemented)."""
+"""`ossforge evaluate`: pass@1 of a model on HumanEval, HumanEval+ and MBPP+ (the `evaluate` flow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from ossforge.errors import UserError
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command(
+        "evaluate",
+        help="Generate one greedy completion per benchmark problem with a model, run it in the sandbox, "
+        "and write DIR/results.parquet and DIR/summary.json (pass@1, base and plus).",
+    )(evaluate)
+
+
+def evaluate(
+    model: str = typer.Option(..., "--model", help="model directory (save_pretrained), hub id when online, or 'tiny'"),
+    benchmarks: str = typer.Option("humaneval,humaneval+,mbpp+", "--benchmarks", help="comma-separated"),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="where results.parquet and summary.json go"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N problems of each benchmark"),
+    benchmark_dir: Optional[Path] = typer.Option(
+        None, "--benchmark-dir", help="directory holding HumanEvalPlus.jsonl.gz / MbppPlus.jsonl.gz (EvalPlus releases)"
+    ),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="expected-output cache (default ~/.cache/ossforge/eval)"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="default 512"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="prompts per generate() call (default 8)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="auto (vLLM on a GPU when installed), transformers, vllm"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="sandbox processes at once (default: CPU count)"),
+    memory_mb: Optional[int] = typer.Option(None, "--memory-mb", help="address-space limit per sample (default 4096)"),
+) -> None:
+    from pydantic import ValidationError
+
+    from flows.evaluate import EvaluateConfig, evaluate_flow
+
+    settings = {
+        "model": model,
+        "benchmarks": benchmarks,
+        "output_dir": str(output_dir),
+        "limit": limit,
+        "benchmark_dir": str(benchmark_dir) if benchmark_dir else None,
+        "cache_dir": str(cache_dir) if cache_dir else None,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "backend": backend,
+        "workers": workers,
+        "memory_mb": memory_mb,
+    }
+    try:
+        cfg = EvaluateConfig(**{k: v for k, v in settings.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "-".join(str(x) for x in first["loc"]).replace("_", "-")
+        raise UserError(f"invalid --{field}: {first['msg'].removeprefix('Value error, ')}") from None
+
+    # Fail fast, before any flow run or model load, on what the user can fix.
+    from flows.evaluate import cache_dir_for, resolve_model
+    from tasks.eval_benchmarks import find_data_file
+
+    for name in cfg.benchmarks:
+        find_data_file(name, cfg.benchmark_dir, cache_dir_for(cfg))
+    if cfg.model != "tiny":
+        resolve_model(cfg)
+
+    summary = evaluate_flow(cfg)
+    for name, entry in summary["benchmarks"].items():
+        plus = f"  plus {entry['plus_pass@1'] * 100:5.1f}" if "plus_pass@1" in entry else ""
+        typer.echo(f"{name:12s} pass@1 {entry['pass@1'] * 100:5.1f}{plus}  ({entry['problems']} problems)")
+    typer.echo(f"-> {output_dir / 'summary.json'}, {output_dir / 'results.parquet'}")

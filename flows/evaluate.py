@@ -1,0 +1,188 @@
+"""The `evaluate` flow: pass@1 of a model on HumanEval, HumanEval+ and MBPP+.
+
+Orchestration only: benchmarks are loaded by tasks/eval_benchmarks.py, completions come
+from tasks/eval_generation.py (one model load for every benchmark), and programs are
+scored in the sandbox by tasks/evaluation.py. The flow writes
+
+- OUTPUT_DIR/results.parquet — one row per problem (ossforge.schema.EVAL_RESULT_SCHEMA),
+- OUTPUT_DIR/summary.json    — pass@1 per benchmark, base and plus, and run figures,
+
+and publishes the same numbers as Prefect artifacts (a table and a markdown summary).
+The training flow calls `evaluate_flow(EvaluateConfig(...))` when `run_evaluation=True`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+import pyarrow as pa
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field, field_validator
+
+from ossforge.errors import UserError
+from ossforge.schema import EVAL_RESULT_SCHEMA
+from tasks.eval_benchmarks import BENCHMARKS, Problem, default_cache_dir, load_benchmark, parse_benchmarks
+from tasks.shards import write_json_atomic, write_parquet_atomic
+
+SUMMARY_KEY = "evaluation-summary"
+TABLE_KEY = "evaluation-pass-at-1"
+
+
+class EvaluateConfig(BaseModel):
+    """The flow's one parameter; the CLI and the training flow fill the same model."""
+
+    model: str = Field(description="model directory (save_pretrained), a hub id when online, or 'tiny'")
+    benchmarks: list[str] = Field(default_factory=lambda: list(BENCHMARKS), description="humaneval, humaneval+, mbpp+")
+    output_dir: str = Field(description="where results.parquet and summary.json are written")
+    limit: Optional[int] = Field(None, ge=1, description="first N problems of each benchmark (smoke runs)")
+    benchmark_dir: Optional[str] = Field(None, description="directory with HumanEvalPlus.jsonl.gz / MbppPlus.jsonl.gz")
+    cache_dir: Optional[str] = Field(None, description="expected-output and download cache (default ~/.cache/ossforge/eval)")
+    max_new_tokens: int = Field(512, ge=1)
+    batch_size: int = Field(8, ge=1, description="prompts per generate() call (transformers backend)")
+    backend: Literal["auto", "transformers", "vllm"] = "auto"
+    workers: Optional[int] = Field(None, ge=1, description="sandbox processes at once (default: CPU count)")
+    memory_mb: int = Field(4096, ge=64, description="address-space limit of each sandbox process")
+    max_seconds_per_problem: float = Field(60.0, gt=0, description="wall clock for all inputs of one problem")
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _split(cls, value):
+        try:
+            return parse_benchmarks(value)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def cache_dir_for(cfg: EvaluateConfig) -> Path:
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+
+
+def resolve_model(cfg: EvaluateConfig) -> str:
+    if cfg.model == "tiny":
+        from training.tiny import resolve_model as resolve_tiny
+
+        return resolve_tiny("tiny", cache_dir_for(cfg))
+    # Anything that isn't "org/name" must be a local directory.
+    looks_local = cfg.model.startswith((".", "/", "~")) or cfg.model.count("/") != 1
+    if looks_local and not Path(cfg.model).expanduser().exists():
+        raise UserError(f"model {cfg.model} not found")
+    return str(Path(cfg.model).expanduser()) if looks_local else cfg.model
+
+
+@task(name="load-benchmarks", cache_policy=NO_CACHE)
+def load_problems(cfg: EvaluateConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    for name in cfg.benchmarks:
+        problems += load_benchmark(name, cfg.benchmark_dir, cache_dir_for(cfg), cfg.limit)
+    return problems
+
+
+@task(name="generate-completions", cache_policy=NO_CACHE)
+def generate(model_path: str, problems: list[Problem], cfg: EvaluateConfig) -> tuple[list[str], dict]:
+    from tasks.eval_generation import GenerationSettings, generate_completions
+    from tasks.evaluation import build_prompt
+
+    settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, backend=cfg.backend)
+    return generate_completions(model_path, [build_prompt(p) for p in problems], settings)
+
+
+@task(name="score-in-sandbox", cache_policy=NO_CACHE)
+def score(problems: list[Problem], programs: list[str], cfg: EvaluateConfig) -> list[dict]:
+    """One benchmark's programs against its tests, `workers` sandboxes at a time."""
+    from tasks.evaluation import ScoreConfig, score_programs
+    from tasks.sandbox import SandboxLimits, default_workers
+
+    score_cfg = ScoreConfig(
+        workers=cfg.workers or default_workers(),
+        limits=SandboxLimits(memory_bytes=cfg.memory_mb << 20),
+        max_seconds_per_problem=cfg.max_seconds_per_problem,
+        cache_dir=cache_dir_for(cfg),
+    )
+    return score_programs(problems, programs, score_cfg)
+
+
+def results_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=EVAL_RESULT_SCHEMA)
+
+
+def summary_markdown(summary: dict) -> str:
+    lines = [
+        f"# Evaluation of `{summary['model']}`",
+        "",
+        "| benchmark | problems | pass@1 (base) | pass@1 (plus) | top errors |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for name, entry in summary["benchmarks"].items():
+        plus = f"{entry['plus_pass@1'] * 100:.1f}" if "plus_pass@1" in entry else "—"
+        errors = ", ".join(f"{k} {v}" for k, v in list(entry["errors"].items())[:3]) or "—"
+        lines.append(f"| {name} | {entry['problems']} | {entry['pass@1'] * 100:.1f} | {plus} | {errors} |")
+    gen = summary["generation"]
+    lines += [
+        "",
+        f"Greedy decoding, one completion per problem ({gen['backend']} on {gen['device']}, "
+        f"{gen['seconds']} s); sandbox guards: {', '.join(summary['sandbox_guards']) or 'none'}.",
+        f"Per-problem results: `{summary['results']}`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def pass_at_1_rows(summary: dict) -> list[dict]:
+    return [
+        {
+            "benchmark": name,
+            "problems": entry["problems"],
+            "pass@1": entry["pass@1"],
+            "plus pass@1": entry.get("plus_pass@1"),
+        }
+        for name, entry in summary["benchmarks"].items()
+    ]
+
+
+@flow(name="evaluate")
+def evaluate_flow(cfg: EvaluateConfig) -> dict:
+    """Generate, score and summarise; returns the summary written to OUTPUT_DIR/summary.json."""
+    from tasks.evaluation import program_for, summarize
+    from tasks.sandbox import probe_guards
+
+    logger = get_run_logger()
+    start = time.perf_counter()
+    model_path = resolve_model(cfg)
+    problems = load_problems(cfg)
+    logger.info("evaluating %s on %d problems (%s)", cfg.model, len(problems), ", ".join(cfg.benchmarks))
+    completions, gen_stats = generate(model_path, problems, cfg)
+    logger.info("generated %d completions in %.1f s (%s)", len(completions), gen_stats["seconds"], gen_stats["backend"])
+
+    programs = [program_for(p, c) for p, c in zip(problems, completions)]
+    rows: list[dict] = []
+    score_start = time.perf_counter()
+    for name in cfg.benchmarks:
+        idx = [i for i, p in enumerate(problems) if p.benchmark == name]
+        scored = score([problems[i] for i in idx], [programs[i] for i in idx], cfg)
+        for i, row in zip(idx, scored):
+            rows.append({**row, "completion": completions[i], "program": programs[i]})
+    score_seconds = time.perf_counter() - score_start
+
+    out_dir = Path(cfg.output_dir)
+    results_path = write_parquet_atomic(results_table(rows), out_dir / "results.parquet")
+    summary = {
+        "model": cfg.model,
+        "benchmarks": summarize(rows),
+        "problems_scored": len(rows),
+        "generation": gen_stats,
+        "scoring_seconds": round(score_seconds, 3),
+        "seconds": round(time.perf_counter() - start, 3),
+        "sandbox_guards": probe_guards(),
+        "results": str(results_path),
+        "config": cfg.model_dump(),
+    }
+    write_json_atomic(summary, out_dir / "summary.json")
+    for name, entry in summary["benchmarks"].items():
+        plus = f", plus {entry['plus_pass@1']:.3f}" if "plus_pass@1" in entry else ""
+        logger.info("%s: pass@1 %.3f%s over %d problems", name, entry["pass@1"], plus, entry["problems"])
+    create_table_artifact(pass_at_1_rows(summary), key=TABLE_KEY, description=f"pass@1 of {cfg.model}")
+    create_markdown_artifact(summary_markdown(summary), key=SUMMARY_KEY, description="Evaluation summary")
+    return summary
