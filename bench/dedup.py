@@ -43,6 +43,8 @@ _R = random.Random(12345)
 WORDS = sorted({"".join(_R.choice(_SYLLABLES) for _ in range(_R.randint(1, 3))) for _ in range(6000)})
 NAMES = sorted({"_".join("".join(_R.choice(_SYLLABLES) for _ in range(_R.randint(1, 3))) for _ in range(_R.randint(1, 2)))
                 for _ in range(60000)})
+NAME_SET = frozenset(NAMES)
+_WORD = re.compile(r"\b[a-z][a-z_]*\b")
 STATEMENTS = [
     "{v} = {f}({a}, {n})",
     "{v} = {a}.get({s}, {n})",
@@ -68,7 +70,7 @@ BOILERPLATE_TAIL = (
 
 
 def _sentence(rng: random.Random) -> str:
-    words = [rng.choice(WORDS) for _ in range(rng.randint(8, 16))]
+    words = rng.choices(WORDS, k=rng.randint(8, 16))
     if rng.random() < 0.4:
         words.insert(rng.randrange(len(words)), f"`{rng.choice(NAMES)}`")
     return " ".join(words).capitalize() + "."
@@ -77,11 +79,11 @@ def _sentence(rng: random.Random) -> str:
 def _function(rng: random.Random, names: list[str], indent: str = "    ") -> list[str]:
     lines = []
     for _ in range(rng.randint(4, 7)):
-        v, a, r, f = (rng.choice(names) for _ in range(4))
+        v, a, r, f = rng.choices(names, k=4)
         stmt = rng.choice(STATEMENTS).format(v=v, a=a, r=r, f=f, n=rng.randint(0, 999),
                                              s=repr(rng.choice(WORDS)), i=indent)
         if rng.random() < 0.25:
-            lines.append(f"{indent}# {' '.join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))}")
+            lines.append(f"{indent}# {' '.join(rng.choices(WORDS, k=rng.randint(3, 8)))}")
         lines.extend(indent + part if k == 0 else part for k, part in enumerate(stmt.split("\n")))
     return lines
 
@@ -111,9 +113,9 @@ def near_duplicate(problem: str, solution: str, rng: random.Random) -> tuple[str
     start, end = solution.index("```python\n") + 10, solution.rindex("```")
     code = solution[start:end]
     if rng.random() < 0.7:  # rename identifiers consistently (functions, parameters, locals)
-        local = sorted(set(re.findall(r"\b[a-z][a-z_]*\b", code)) & set(NAMES))
-        for old in rng.sample(local, max(1, len(local) // 2)):
-            code = re.sub(rf"\b{old}\b", rng.choice(NAMES) + "_x", code)
+        local = sorted(set(_WORD.findall(code)) & NAME_SET)
+        mapping = {old: rng.choice(NAMES) + "_x" for old in rng.sample(local, max(1, len(local) // 2))}
+        code = _WORD.sub(lambda m: mapping.get(m.group(), m.group()), code)
     lines = code.split("\n")
     if rng.random() < 0.7:  # swap adjacent simple statements at the same indentation
         for _ in range(2):
@@ -127,7 +129,7 @@ def near_duplicate(problem: str, solution: str, rng: random.Random) -> tuple[str
         for _ in range(3):
             i = rng.randrange(len(lines))
             indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
-            lines.insert(i, f"{indent}# {' '.join(rng.choice(WORDS) for _ in range(5))}")
+            lines.insert(i, f"{indent}# {' '.join(rng.choices(WORDS, k=5))}")
     if rng.random() < 0.7:  # whitespace: 2-space indentation, trailing spaces, blank lines
         lines = [ln.replace("    ", "  ") + ("  " if rng.random() < 0.2 else "") for ln in lines]
         for _ in range(3):
@@ -161,30 +163,37 @@ def document(family: int, variant: int) -> tuple[str, str]:
     return problem, solution
 
 
-def write_corpus(out_dir: Path, n_docs: int, dup_fraction: float, shard_rows: int = 10_000) -> float:
-    """Write the corpus as Parquet shards; returns the mean document size in bytes."""
+def _write_shard(job: tuple[Path, int, list[tuple[int, int]]]) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    path, lo, part = job
+    docs = [document(f, v) for f, v in part]
+    pq.write_table(
+        pa.table(
+            {
+                "id": [f"doc-{lo + i:07d}" for i in range(len(part))],
+                "seed_index": pa.array(range(lo, lo + len(part)), pa.int64()),
+                "problem": [d[0] for d in docs],
+                "solution": [d[1] for d in docs],
+                "family": pa.array([f for f, _ in part], pa.int64()),
+            }
+        ),
+        path,
+    )
+    return sum(len(p.encode()) + len(q.encode()) + 1 for p, q in docs)
+
+
+def write_corpus(out_dir: Path, n_docs: int, dup_fraction: float, shard_rows: int = 10_000) -> float:
+    """Write the corpus as Parquet shards (in parallel); returns the mean document size in bytes."""
+    from multiprocessing import Pool
+
     slots = plan_corpus(n_docs, dup_fraction)
     out_dir.mkdir(parents=True, exist_ok=True)
-    total_bytes = 0
-    for shard, lo in enumerate(range(0, n_docs, shard_rows)):
-        part = slots[lo : lo + shard_rows]
-        docs = [document(f, v) for f, v in part]
-        total_bytes += sum(len(p.encode()) + len(q.encode()) + 1 for p, q in docs)
-        pq.write_table(
-            pa.table(
-                {
-                    "id": [f"doc-{lo + i:07d}" for i in range(len(part))],
-                    "seed_index": pa.array(range(lo, lo + len(part)), pa.int64()),
-                    "problem": [d[0] for d in docs],
-                    "solution": [d[1] for d in docs],
-                    "family": pa.array([f for f, _ in part], pa.int64()),
-                }
-            ),
-            out_dir / f"train-{shard:05d}.parquet",
-        )
+    jobs = [(out_dir / f"train-{i:05d}.parquet", lo, slots[lo : lo + shard_rows])
+            for i, lo in enumerate(range(0, n_docs, shard_rows))]
+    with Pool(os.cpu_count() or 1) as pool:
+        total_bytes = sum(pool.imap(_write_shard, jobs))
     return total_bytes / max(n_docs, 1)
 
 

@@ -13,6 +13,7 @@ Two indexes with the same banding (datasketch's optimal (bands, rows) for the th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from tasks.minhash import to_lean_minhash
 SMALL_BUCKET = 8
 
 
+@functools.lru_cache(maxsize=64)
 def lsh_params(threshold: float, num_perm: int, weights: tuple[float, float] = (0.5, 0.5)) -> tuple[int, int]:
     """(bands, rows per band) that minimise datasketch's weighted false positive/negative
     probabilities for this threshold: the same call `MinHashLSH(threshold, num_perm)` makes."""
