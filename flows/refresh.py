@@ -16,10 +16,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
-from prefect.artifacts import update_progress_artifact
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
 from prefect.cache_policies import INPUTS
-from prefect.filesystems import LocalFileSystem
 from pydantic import BaseModel, Field
 
 from ossforge import progress
@@ -37,6 +40,9 @@ from tasks.teacher import TeacherConfig, TeacherSession
 
 # Bump when a change to generation would make cached shard results wrong.
 GENERATION_CACHE_VERSION = "1"
+
+# The session (client, limiter, reply cache) is not an input: the seeds and the config are.
+SHARD_CACHE_POLICY = INPUTS - "session"
 
 # Artifact keys are stable so the UI shows one evolving history per artifact.
 PROGRESS_KEY = "refresh-progress"
@@ -90,7 +96,7 @@ def sample_seeds_task(seed_cfg: SeedConfig, seeds_dir: Path, per_file: int) -> t
 
 @task(
     name="generate-shard",
-    cache_policy=INPUTS - "session",
+    cache_policy=SHARD_CACHE_POLICY,
     persist_result=True,
     version=GENERATION_CACHE_VERSION,
 )
@@ -120,12 +126,12 @@ async def generate_shard_task(
 async def _generate_all(config: RefreshConfig, seed_paths: list[str], work_dir: Path) -> list[dict]:
     teacher = config.teacher
     parallel = config.parallel_shards or max(2, -(-teacher.concurrency // config.generation_shard_size) + 1)
-    progress_id = create_progress_artifact(0.0, key=PROGRESS_KEY, description="Generation shards finished")
+    progress_id = await acreate_progress_artifact(0.0, key=PROGRESS_KEY, description="Generation shards finished")
     done = 0
     gate = asyncio.Semaphore(parallel)
     cache_path = Path(config.output_dir) / ".cache" / "requests.sqlite"
-    # Shard results live beside the data they describe, so deleting the output resets them too.
-    results = LocalFileSystem(basepath=str((work_dir / "results").resolve()))
+    # Shard cache records live beside the data they describe, so deleting the output resets them too.
+    shard_cache = SHARD_CACHE_POLICY.configure(key_storage=str((work_dir / "results").resolve()))
 
     async with TeacherSession(teacher, cache_path=cache_path) as session:
 
@@ -134,12 +140,12 @@ async def _generate_all(config: RefreshConfig, seed_paths: list[str], work_dir: 
             name = Path(path).stem
             staged = all((work_dir / sub / f"{name}.parquet").exists() for sub in ("pairs", "failures"))
             # A cached result is only good while the files it describes are still there.
-            shard_task = generate_shard_task.with_options(refresh_cache=not staged, result_storage=results)
+            shard_task = generate_shard_task.with_options(refresh_cache=not staged, cache_policy=shard_cache)
             async with gate:
                 summary = await shard_task(path, file_sha256(path), teacher, str(work_dir), session=session)
             done += 1
             progress.report("shards", 1, total=len(seed_paths))
-            update_progress_artifact(progress_id, 100.0 * done / max(1, len(seed_paths)))
+            await aupdate_progress_artifact(progress_id, 100.0 * done / max(1, len(seed_paths)))
             return summary
 
         return list(await asyncio.gather(*(one(p) for p in seed_paths)))
@@ -156,12 +162,12 @@ def _shard_table_rows(summaries: list[dict]) -> list[dict]:
                 "pairs": s["pairs"],
                 "teacher_failures": sum(s["teacher"]["dropped"].values()),
                 "parse_failures": sum(s["parse"]["dropped"].values()),
-                "requests_sent": extra.get("requests_sent", 0),
+                "requests_sent": extra.get("requests", 0),
                 "cache_hits": extra.get("cache_hits", 0),
-                "retries": extra.get("retries", 0),
-                "req_per_s": round(extra.get("req_per_s", 0.0), 1),
-                "tokens_in": extra.get("prompt_tokens", 0),
-                "tokens_out": extra.get("completion_tokens", 0),
+                "retries": extra.get("retries_total", 0),
+                "req_per_s": extra.get("req_per_s", 0.0),
+                "tokens_in": extra.get("tokens_in", 0) + extra.get("cached_tokens_in", 0),
+                "tokens_out": extra.get("tokens_out", 0) + extra.get("cached_tokens_out", 0),
                 "cost_usd": round(extra.get("cost_usd", 0.0), 6),
             }
         )
@@ -214,14 +220,17 @@ async def refresh_flow(config: RefreshConfig) -> dict:
             "dropped": dropped_after_seeding,
             "balanced": seed_stats["out"] == pairs.num_rows + dropped_after_seeding,
         },
+        # What the dataset's replies cost, whether paid in this run or in the run that cached them.
         "usage": {
-            "prompt_tokens": _sum_extra(summaries, "prompt_tokens"),
-            "completion_tokens": _sum_extra(summaries, "completion_tokens"),
-            "requests_sent": _sum_extra(summaries, "requests_sent"),
+            "prompt_tokens": _sum_extra(summaries, "tokens_in") + _sum_extra(summaries, "cached_tokens_in"),
+            "completion_tokens": _sum_extra(summaries, "tokens_out") + _sum_extra(summaries, "cached_tokens_out"),
+            "requests_sent": _sum_extra(summaries, "requests"),
+            "retries": _sum_extra(summaries, "retries_total"),
             "cache_hits": _sum_extra(summaries, "cache_hits"),
-            "cost_usd": round(_sum_extra(summaries, "cost_usd"), 6),
+            "cost_usd": round(_sum_extra(summaries, "cost_usd") + _sum_extra(summaries, "cached_cost_usd"), 6),
+            "price_per_mtok": list(config.teacher.prices()),
             "token_encoding": next(
-                (s["teacher"]["extra"].get("token_encoding") for s in summaries if s["teacher"].get("extra")), None
+                (s["teacher"]["extra"].get("encoding") for s in summaries if s["teacher"].get("extra")), None
             ),
         },
         "seconds": {name: stage.get("seconds", 0.0) for name, stage in stages.items()},
@@ -230,8 +239,8 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     manifest = publish_dataset(out, [pairs], config.shard_size, manifest, audits, schema=DATASET_SCHEMA)
     write_text_atomic(render_dataset_card(manifest), out / "README.md")
 
-    create_table_artifact(_shard_table_rows(summaries), key=SHARDS_KEY, description="Per-shard generation figures")
-    create_markdown_artifact(_summary_markdown(manifest), key=SUMMARY_KEY, description="Refresh summary")
+    await acreate_table_artifact(_shard_table_rows(summaries), key=SHARDS_KEY, description="Per-shard generation figures")
+    await acreate_markdown_artifact(_summary_markdown(manifest), key=SUMMARY_KEY, description="Refresh summary")
     logger.info("wrote %d rows to %s (%s)", manifest["rows"], out, manifest["status"])
     if not manifest["accounting"]["balanced"]:
         raise RuntimeError(f"seed accounting does not balance: {manifest['accounting']}")
