@@ -143,75 +143,106 @@ def _match_in_worker(problems: list[str], solutions: list[str]) -> dict[str, lis
     return _WORKER_INDEX.match(problems, solutions)
 
 
-def run_matchers(index: BenchmarkIndex, problems: list[str], solutions: list[str], cfg: DecontaminationConfig
-                 ) -> dict[str, list[Hit | None]]:
-    n = len(problems)
-    workers = cfg.workers or os.cpu_count() or 1
-    step = cfg.chunk_rows
-    if n < cfg.parallel_min_rows or workers <= 1:
-        parts = [index.match(problems[i : i + step], solutions[i : i + step]) for i in range(0, n, step)]
-    else:
-        # "spawn": the caller may be a Prefect flow with threads running; forking those is unsafe.
-        # The index is sent once per worker (initializer), the texts once per chunk.
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(index,)) as pool:
-            futures = [pool.submit(_match_in_worker, problems[i : i + step], solutions[i : i + step])
+def _texts(table: pa.Table, column: str) -> list[str]:
+    if column not in table.column_names:
+        raise UserError(f"input has no {column!r} column (columns: {', '.join(table.column_names)})")
+    return pc.fill_null(pc.cast(table.column(column), pa.string()), "").to_pylist()
+
+
+class Decontaminator:
+    """Flags rows table by table with one index (and one worker pool), counting as it goes.
+
+    `with Decontaminator(cfg) as d: keep, audit = d.flag(table)` for as many tables as a
+    dataset has; `d.stats()` is the stage's StageStats over all of them.
+    """
+
+    def __init__(self, cfg: DecontaminationConfig):
+        self.cfg = cfg
+        self._stats = StageStats(STAGE)
+        with timed(self._stats):
+            self.index = build_index(cfg)
+        self._pool: ProcessPoolExecutor | None = None
+        self.flagged_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows it flagged
+        self.removed_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows it removed
+
+    def __enter__(self) -> "Decontaminator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def _run_matchers(self, problems: list[str], solutions: list[str]) -> dict[str, list[Hit | None]]:
+        n, step = len(problems), self.cfg.chunk_rows
+        workers = self.cfg.workers or os.cpu_count() or 1
+        if n < self.cfg.parallel_min_rows or workers <= 1:
+            parts = [self.index.match(problems[i : i + step], solutions[i : i + step]) for i in range(0, n, step)]
+        else:
+            if self._pool is None:
+                # "spawn": the caller may be a Prefect flow with threads running; forking those is
+                # unsafe. The index goes to each worker once (initializer), texts once per chunk.
+                self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                                 initializer=_init_worker, initargs=(self.index,))
+            futures = [self._pool.submit(_match_in_worker, problems[i : i + step], solutions[i : i + step])
                        for i in range(0, n, step)]
             parts = [f.result() for f in futures]
-    return {name: [hit for part in parts for hit in part[name]] for name in index.matchers}
+        return {name: [hit for part in parts for hit in part[name]] for name in self.index.matchers}
+
+    def flag(self, table: pa.Table) -> tuple[list[bool], pa.Table]:
+        """(keep mask, audit rows of the removed ones) for one table."""
+        with timed(self._stats):
+            problems, solutions = _texts(table, "problem"), _texts(table, "solution")
+            hits = self._run_matchers(problems, solutions) if table.num_rows else {}
+            ids = (table.column("id").to_pylist() if "id" in table.column_names
+                   else [str(self._stats.rows_in + i) for i in range(table.num_rows)])
+            keep, audit = [], []
+            for row in range(table.num_rows):
+                first = None
+                for name in self.index.matchers:
+                    hit = hits[name][row]
+                    if hit is not None:
+                        self.flagged_by[self.index.items[hit.item].benchmark][name] += 1
+                        first = first or hit
+                keep.append(first is None)
+                if first is None:
+                    continue
+                item = self.index.items[first.item]
+                reason = REASON_PREFIX + first.matcher
+                self.removed_by[item.benchmark][first.matcher] += 1
+                self._stats.drop(reason)
+                audit.append({
+                    "id": ids[row], "stage": STAGE, "reason": reason, "benchmark": item.benchmark,
+                    "benchmark_item": item.item_id, "matcher": first.matcher, "matched_span": first.span,
+                    "problem": problems[row], "solution": solutions[row],
+                })
+            self._stats.rows_in += table.num_rows
+            self._stats.rows_out += sum(keep)
+        return keep, pa.Table.from_pylist(audit, schema=AUDIT_SCHEMA)
+
+    def stats(self) -> StageStats:
+        matchers = list(self.index.matchers)
+        self._stats.extra = {
+            "matchers": matchers,
+            "removed": {b: dict(c) for b, c in sorted(self.removed_by.items())},
+            "flagged": {b: dict(c) for b, c in sorted(self.flagged_by.items())},
+            "flagged_per_matcher": {m: sum(c[m] for c in self.flagged_by.values()) for m in matchers},
+            "whitelisted_strings": {name: m.whitelisted for name, m in self.index.matchers.items()},
+            **self.index.benchmarks.summary(),
+        }
+        return self._stats
 
 
 # --- the step -----------------------------------------------------------------------------
 
 
-def _texts(table: pa.Table, column: str) -> list[str]:
-    if column not in table.column_names:
-        raise UserError(f"input has no {column!r} column (columns: {', '.join(table.column_names)})")
-    return [t or "" for t in table.column(column).to_pylist()]
-
-
 def decontaminate(table: pa.Table, cfg: DecontaminationConfig | None = None
                   ) -> tuple[pa.Table, pa.Table, StageStats]:
     """(kept rows with all their columns, audit rows of removed ones, stats)."""
-    cfg = cfg or DecontaminationConfig()
-    stats = StageStats(STAGE)
-    with timed(stats):
-        problems, solutions = _texts(table, "problem"), _texts(table, "solution")
-        index = build_index(cfg)
-        hits = run_matchers(index, problems, solutions, cfg) if table.num_rows else {m: [] for m in index.matchers}
-        ids = table.column("id").to_pylist() if "id" in table.column_names else [str(i) for i in range(table.num_rows)]
-        flagged_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows it flagged
-        removed_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows removed (first matcher)
-        keep = []
-        audit = []
-        for row in range(table.num_rows):
-            first = None
-            for name in index.matchers:
-                hit = hits[name][row]
-                if hit is not None:
-                    flagged_by[index.items[hit.item].benchmark][name] += 1
-                    first = first or hit
-            keep.append(first is None)
-            if first is not None:
-                item = index.items[first.item]
-                removed_by[item.benchmark][first.matcher] += 1
-                stats.drop(REASON_PREFIX + first.matcher)
-                audit.append({
-                    "id": ids[row], "stage": STAGE, "reason": REASON_PREFIX + first.matcher,
-                    "benchmark": item.benchmark, "benchmark_item": item.item_id, "matcher": first.matcher,
-                    "matched_span": first.span, "problem": problems[row], "solution": solutions[row],
-                })
+    with Decontaminator(cfg or DecontaminationConfig()) as step:
+        keep, audit = step.flag(table)
         kept = table.filter(pa.array(keep, type=pa.bool_())) if table.num_rows else table
-        stats.rows_in, stats.rows_out = table.num_rows, kept.num_rows
-        stats.extra = {
-            "matchers": list(index.matchers),
-            "removed": {b: dict(c) for b, c in sorted(removed_by.items())},
-            "flagged": {b: dict(c) for b, c in sorted(flagged_by.items())},
-            "flagged_per_matcher": {m: sum(c[m] for c in flagged_by.values()) for m in index.matchers},
-            "whitelisted_strings": {name: m.whitelisted for name, m in index.matchers.items()},
-            **index.benchmarks.summary(),
-        }
-    return kept, pa.Table.from_pylist(audit, schema=AUDIT_SCHEMA), stats
+        return kept, audit, step.stats()
 
 
 def decontamination_report_markdown(stats: StageStats | dict) -> str:

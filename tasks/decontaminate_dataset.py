@@ -1,0 +1,77 @@
+"""Decontaminate an existing dataset (Parquet file, directory of shards, glob or JSONL) into a
+new dataset directory with the refresh output's layout: OUT/data/*.parquet (kept rows, every
+input column, `id` included), OUT/audit/decontaminate.parquet, OUT/manifest.json.
+
+The input is read twice (flag, then write), so memory holds one chunk of text and a keep
+mask per row, not the whole dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+
+from ossforge.errors import UserError
+from ossforge.schema import AUDIT_SCHEMA
+from tasks.decontaminate import STAGE, DecontaminationConfig, Decontaminator, decontamination_report_markdown
+from tasks.dedup_dataset import FileSource
+from tasks.publish import publish_dataset
+from tasks.shards import rebatch
+
+FIELDS = ("problem", "solution")
+MATCH_CHUNK_ROWS = 50_000  # rows flagged per call: enough to keep the worker processes busy
+
+
+def decontaminate_dataset(input_path: str | os.PathLike, output_dir: str | os.PathLike,
+                          cfg: DecontaminationConfig, shard_size: int = 10_000) -> dict:
+    """Remove benchmark-contaminated rows of a dataset into output_dir; returns the manifest."""
+    started = time.perf_counter()
+    out = Path(output_dir).resolve()
+    source = FileSource(input_path, FIELDS)  # InputError (a UserError) when nothing is there
+    if any(out == f.resolve() or out in f.resolve().parents for f in source.files):
+        raise UserError(f"--output {output_dir} holds the input files; write the decontaminated dataset elsewhere")
+
+    masks, audits = [], []
+    schema = None
+    with Decontaminator(cfg) as step:
+        for chunk in rebatch(source.chunks(), MATCH_CHUNK_ROWS):
+            schema = schema or chunk.schema
+            keep, audit = step.flag(chunk)
+            masks.append(pa.array(keep, type=pa.bool_()))
+            audits.append(audit)
+        stats = step.stats().as_dict()
+
+    def kept_tables() -> Iterator[pa.Table]:
+        for chunk, mask in zip(rebatch(source.chunks(), MATCH_CHUNK_ROWS), masks):
+            yield chunk.filter(mask)
+
+    dropped = sum(stats["dropped"].values())
+    manifest = {
+        "status": "complete",
+        "source": str(input_path),
+        "ids_added": source.ids_added,
+        "config": {"decontamination": cfg.model_dump(mode="json"), "shard_size": shard_size},
+        "stages": {STAGE: stats},
+        "benchmarks": stats.get("extra", {}).get("loaded", {}),
+        "missing": stats.get("extra", {}).get("missing", []),
+        "accounting": {
+            "rows_in": stats["in"], "rows": stats["out"], "dropped": dropped,
+            "balanced": stats["in"] == stats["out"] + dropped,
+        },
+    }
+    audit = pa.concat_tables(audits) if audits else AUDIT_SCHEMA.empty_table()
+    manifest = publish_dataset(out, kept_tables(), shard_size, manifest, audits={STAGE: audit}, schema=schema)
+    manifest["seconds"] = round(time.perf_counter() - started, 3)
+    return manifest
+
+
+def summary_markdown(manifest: dict) -> str:
+    text = decontamination_report_markdown(manifest["stages"][STAGE])
+    text += f"\n\nSource `{manifest['source']}`; {manifest['rows']} rows written."
+    if manifest.get("ids_added"):
+        text += "\n\nThe input had no `id` column: ids were added (sha256 of row number and text)."
+    return text
