@@ -110,7 +110,7 @@ def test_packed_loss_equals_padded_loss(tiny_dir, tokenizer, attn):
         max_length=256,
     )
     padded = padded_collator(tokenizer)([dict(e) for e in examples])
-    packed = packing_collator()([dict(e) for e in examples])
+    packed = packing_collator(flash_attention=False, row_tokens=None)([dict(e) for e in examples])
     assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
     assert padded["input_ids"].shape[1] > max(len(e["input_ids"]) for e in examples) - 1
     with torch.no_grad():
@@ -125,3 +125,23 @@ def test_packed_loss_equals_padded_loss(tiny_dir, tokenizer, attn):
     with torch.no_grad():
         leaky = model(input_ids=packed["input_ids"], labels=packed["labels"], position_ids=flat_positions, use_cache=False).loss
     assert abs(leaky.item() - padded_loss.item()) > 1e-3
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_bin_packed_rows_give_the_padded_loss(tiny_dir, tokenizer, attn):
+    """Without FlashAttention, packing fills rows of <= max_length tokens: same loss again."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_dir, attn_implementation=attn).eval()
+    responses = ["return 1", "def f(x):\n    return x * 2", "x = [1, 2, 3]\n" * 6, "pass", "sorted(xs)"]
+    examples, _ = tokenize_rows(tokenizer, [f"Task {i}." for i in range(5)], responses, max_length=256)
+    longest = max(len(e["input_ids"]) for e in examples)
+    packed = packing_collator(flash_attention=False, row_tokens=longest + 10)([dict(e) for e in examples])
+    rows, width = packed["input_ids"].shape
+    assert 1 < rows < len(examples) and width <= longest + 10  # several examples share rows
+    assert (packed["labels"] != IGNORE_INDEX).sum() == sum(
+        sum(1 for x in e["labels"][1:] if x != IGNORE_INDEX) for e in examples
+    )
+    padded = padded_collator(tokenizer)([dict(e) for e in examples])
+    with torch.no_grad():
+        padded_loss = model(**padded, use_cache=False).loss
+        packed_loss = model(**packed, use_cache=False).loss
+    assert packed_loss.item() == pytest.approx(padded_loss.item(), rel=1e-4, abs=1e-5)

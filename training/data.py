@@ -120,34 +120,29 @@ def load_rows(
     dataset_dirs: list[str],
     instruction_column: str = INSTRUCTION_COLUMN,
     response_column: str = RESPONSE_COLUMN,
-    seed: int = 976,
-):
-    """All rows of one or more dataset versions (mixed, shuffled) as a `datasets.Dataset`.
+) -> tuple[list[str], list[str]]:
+    """Instructions and responses of one or more dataset versions, concatenated.
 
     Several directories mix datasets that share the two text columns (OSS-Instruct plus
-    another instruction set). Only the text columns are read; the Dataset lives in memory,
-    so ranks never race over a cache directory.
+    another instruction set). Only the text columns are read, straight from Parquet with
+    pyarrow: no `datasets` cache directory for ranks to race over, one dependency fewer on
+    the GPU box. The Trainer's sampler shuffles (seeded), so mixing order does not matter.
     """
-    import datasets
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = []
+    instructions, responses = [], []
     for dataset_dir in dataset_dirs:
         for path in dataset_files(dataset_dir):
             table = pq.read_table(path, columns=[instruction_column, response_column])
-            tables.append(table.rename_columns([INSTRUCTION_COLUMN, RESPONSE_COLUMN]))
-    table = pa.concat_tables(tables, promote_options="default")
-    return datasets.Dataset(table).shuffle(seed=seed)
+            instructions += table.column(instruction_column).to_pylist()
+            responses += table.column(response_column).to_pylist()
+    return instructions, responses
 
 
-def build_train_dataset(tokenizer, dataset_dirs: list[str], max_length: int, seed: int = 976, **columns):
-    """Tokenized, masked examples as a `datasets.Dataset`, plus the DataStats."""
-    import datasets
-
-    rows = load_rows(dataset_dirs, seed=seed, **columns)
-    examples, stats = tokenize_rows(tokenizer, rows[INSTRUCTION_COLUMN], rows[RESPONSE_COLUMN], max_length)
-    return datasets.Dataset.from_list(examples), stats
+def build_train_dataset(tokenizer, dataset_dirs: list[str], max_length: int, **columns) -> tuple[list[dict], DataStats]:
+    """Tokenized, masked examples (a list is a map-style dataset for the Trainer) and DataStats."""
+    instructions, responses = load_rows(dataset_dirs, **columns)
+    return tokenize_rows(tokenizer, instructions, responses, max_length)
 
 
 # --- collators ----------------------------------------------------------------------------
@@ -162,15 +157,70 @@ def padded_collator(tokenizer, pad_to_multiple_of: int | None = 8):
     )
 
 
-def packing_collator(flash_attention: bool = False):
-    """Padding-free packing: one row per batch, position_ids restarting at each example.
+def packing_collator(flash_attention: bool = False, row_tokens: int | None = None):
+    """Padding-free packing, with position_ids restarting at each example.
 
-    With FlashAttention-2 it also passes cu_seq_lens so the varlen kernel is used directly.
-    The first label of each example is -100, so no token is trained to predict across a
-    boundary.
+    With FlashAttention-2: transformers' DataCollatorWithFlattening, all examples of the
+    micro-batch in one row plus cu_seq_lens, so the varlen kernel attends per example.
+    Without it (SDPA/eager), one long row would cost a dense attention over the whole row,
+    so examples are packed into rows of at most `row_tokens` tokens instead (see
+    BinPackingCollator): attention per row then costs what one padded row costs.
+    In both, the first label of each example is -100: no token learns across a boundary.
     """
-    from transformers import DataCollatorWithFlattening
+    if flash_attention or row_tokens is None:
+        from transformers import DataCollatorWithFlattening
 
-    return DataCollatorWithFlattening(
-        return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=flash_attention
-    )
+        return DataCollatorWithFlattening(
+            return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=flash_attention
+        )
+    return BinPackingCollator(row_tokens)
+
+
+class BinPackingCollator:
+    """Examples packed first-fit-decreasing into rows of <= row_tokens tokens.
+
+    Each row is the concatenation of its examples with position_ids restarting at 0 per
+    example; transformers turns restarting position_ids into a block-diagonal causal mask
+    (when no attention_mask is given and no KV cache is used). Short rows are filled with
+    a pad segment that is its own "example" (positions restart, labels -100), so no
+    attention_mask is needed and no real token attends to padding.
+    """
+
+    def __init__(self, row_tokens: int):
+        self.row_tokens = row_tokens
+
+    def __call__(self, features):
+        import torch
+
+        rows: list[list[dict]] = []
+        room: list[int] = []
+        for feature in sorted(features, key=lambda f: len(f["input_ids"]), reverse=True):
+            n = len(feature["input_ids"])
+            fit = next((i for i, free in enumerate(room) if free >= n), None)
+            if fit is None:
+                rows.append([feature])
+                room.append(self.row_tokens - n)
+            else:
+                rows[fit].append(feature)
+                room[fit] -= n
+        width = max(self.row_tokens - free for free in room)
+        input_ids, labels, position_ids = [], [], []
+        for row in rows:
+            ids, labs, pos = [], [], []
+            for feature in row:
+                n = len(feature["input_ids"])
+                ids += list(feature["input_ids"])
+                labs += [IGNORE_INDEX] + list(feature["labels"])[1:]
+                pos += range(n)
+            pad = width - len(ids)
+            ids += [ids[-1]] * pad  # any id: its labels are -100 and nothing real attends to it
+            labs += [IGNORE_INDEX] * pad
+            pos += range(pad)
+            input_ids.append(ids)
+            labels.append(labs)
+            position_ids.append(pos)
+        return {
+            "input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "position_ids": torch.tensor(position_ids, dtype=torch.long),
+        }

@@ -36,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="dataset version directory (manifest.json + data/*.parquet); repeat to mix datasets")
     p.add_argument("--model", required=True, help="hub id or local path of the base model, or 'tiny'")
     p.add_argument("--output-dir", required=True)
+    p.add_argument("--random-init", action="store_true",
+                   help="build the model from the config in --model with random weights (benchmarks; no weights needed)")
     p.add_argument("--continue-from", default=None,
                    help="start from this trained model's weights (two-stage 'S' recipe: OSS-Instruct, then another dataset)")
     p.add_argument("--instruction-column", default="problem")
@@ -62,9 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--deepspeed-config", default=str(CONFIG_DIR / "zero3.json"))
     p.add_argument("--offload", choices=["none", "optimizer", "param", "both"], default="none",
                    help="ZeRO-3 offload of optimizer state and/or parameters to CPU memory")
-    p.add_argument("--save-steps", type=int, default=500)
+    p.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps; 0: no checkpoints")
     p.add_argument("--save-total-limit", type=int, default=2)
     p.add_argument("--logging-steps", type=int, default=1)
+    p.add_argument("--no-final-save", action="store_true", help="skip the consolidated model (benchmarks)")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint, if any")
     p.add_argument("--cpu", action="store_true", help="train on CPU ranks over gloo even if a GPU is present")
     return p.parse_args(argv)
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
     # --- data: template, masking, truncation ----------------------------------------------
     started = time.perf_counter()
     train_dataset, data_stats = build_train_dataset(
-        tokenizer, args.dataset, args.max_length, seed=args.seed,
+        tokenizer, args.dataset, args.max_length,
         instruction_column=args.instruction_column, response_column=args.response_column,
     )
     if len(train_dataset) == 0:
@@ -175,8 +178,8 @@ def main(argv=None) -> int:
         use_cpu=not on_gpu,
         logging_steps=args.logging_steps,
         include_num_input_tokens_seen="non_padding",
-        save_strategy="steps",
-        save_steps=args.save_steps,
+        save_strategy="steps" if args.save_steps > 0 else "no",
+        save_steps=max(args.save_steps, 1),
         save_total_limit=args.save_total_limit,
         seed=args.seed,
         data_seed=args.seed,
@@ -186,16 +189,24 @@ def main(argv=None) -> int:
         dataloader_drop_last=False,
     )
 
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=torch.bfloat16 if on_gpu else torch.float32, attn_implementation=attn
-    )
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    if args.random_init:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_path)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation=attn)
     # No KV cache in training: with packing, transformers only derives the per-sample
     # (block-diagonal) attention mask from position_ids when no cache is in play.
     model.config.use_cache = False
     n_params = count_parameters(model)
     peak = peak_flops() if on_gpu else peak_flops("cpu")
 
-    collator = packing_collator(flash_attention) if args.packing else padded_collator(tokenizer)
+    if args.packing:
+        collator = packing_collator(flash_attention, row_tokens=args.max_length)
+    else:
+        collator = padded_collator(tokenizer)
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -229,14 +240,15 @@ def main(argv=None) -> int:
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     # --- consolidated model: ZeRO-3 gathers the shards (stage3_gather_16bit_weights_on_model_save)
-    model.config.use_cache = True  # the saved model is for generation
-    trainer.save_model(str(final_dir))
-    if state.is_main_process:
-        tokenizer.save_pretrained(str(final_dir))
+    if not args.no_final_save:
+        model.config.use_cache = True  # the saved model is for generation
+        trainer.save_model(str(final_dir))
+        if state.is_main_process:
+            tokenizer.save_pretrained(str(final_dir))
     state.wait_for_everyone()
 
     summary = {
-        "final_model": str(final_dir),
+        "final_model": None if args.no_final_save else str(final_dir),
         "global_step": trainer.state.global_step,
         "train_loss": result.training_loss,
         "metrics": result.metrics,
@@ -248,8 +260,9 @@ def main(argv=None) -> int:
     }
     if state.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-        writer.write({"event": "saved", "final_model": str(final_dir), "global_step": trainer.state.global_step})
-    state.destroy_process_group() if hasattr(state, "destroy_process_group") else None
+        writer.write({"event": "done", "final_model": summary["final_model"], "global_step": trainer.state.global_step})
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0
 
 
