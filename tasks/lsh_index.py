@@ -163,8 +163,13 @@ class RedisLSH:
         return {k: np.frombuffer(v, dtype=self.dtype) for k, v in zip(keys, raw) if v is not None}
 
     def insert_many(self, keys: Sequence[str], sigs: np.ndarray) -> int:
-        """Insert rows not yet in the index; returns how many were new."""
-        new = [(k, s) for k, s in zip(keys, sigs) if k not in self.lsh]
+        """Insert rows not yet in the index (a row's signature is written after its LSH
+        entry, so "has a signature" means "fully inserted"); returns how many were new."""
+        keys = list(keys)
+        present = []
+        for i in range(0, len(keys), 10_000):  # one round trip per 10,000 keys, not per key
+            present.extend(self.client.hmget(self.sig_key, keys[i : i + 10_000]))
+        new = [(k, s) for k, s, p in zip(keys, sigs, present) if p is None]
         with self.lsh.insertion_session(buffer_size=10_000) as session:
             for key, sig in new:
                 session.insert(key, to_lean_minhash(sig, seed=self.seed, scheme=self.scheme), check_duplication=False)
