@@ -64,6 +64,7 @@ class _Counters:
         self.completed: set[str] = set()  # request keys that got a full 200 reply
         self.repeats = 0  # requests whose key had been received before
         self.repeats_of_completed = 0  # ... and had already been answered in full
+        self.after_completed: Counter = Counter()  # request key -> receipts after its first full reply
         self.prompt_tokens = 0  # of full 200 replies (what a provider bills)
         self.completion_tokens = 0
         self.per_minute: Counter = Counter()
@@ -72,9 +73,13 @@ class _Counters:
         self.in_flight = 0
         self.max_in_flight = 0
 
-    def snapshot(self, window: float) -> dict:
+    def snapshot(self, window: float, keys: bool = False) -> dict:
         max_requests, max_tokens = _window_maxima(self.arrivals, self.arrival_tokens, window)
+        detail = {}
+        if keys:
+            detail = {"completed_keys": sorted(self.completed), "repeated_after_completion": dict(self.after_completed)}
         return {
+            **detail,
             "requests": self.requests,
             "by_outcome": dict(self.by_outcome),
             "unique_requests": len(self.seen),
@@ -280,6 +285,7 @@ class FakeTeacher:
             c.repeats += 1
             if key in c.completed:
                 c.repeats_of_completed += 1
+                c.after_completed[key] += 1
         prompt_tokens = sum(self._count_tokens(m.get("content") or "") for m in messages)
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
         c.arrivals.append(arrived)
@@ -390,7 +396,8 @@ class FakeTeacher:
 
     async def _stats(self, request: web.Request) -> web.Response:
         window = float(request.query.get("window", 60))
-        return web.Response(body=orjson.dumps(self.counters.snapshot(window)), content_type="application/json")
+        keys = request.query.get("keys") == "1"
+        return web.Response(body=orjson.dumps(self.counters.snapshot(window, keys)), content_type="application/json")
 
     async def _admin_reset(self, request: web.Request) -> web.Response:
         self.reset()
@@ -425,8 +432,9 @@ class FakeTeacherClient:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return orjson.loads(resp.read())
 
-    def stats(self, window: float = 60) -> dict:
-        return self._call("GET", f"/stats?window={window}")
+    def stats(self, window: float = 60, keys: bool = False) -> dict:
+        """The server's counters; `keys=True` adds which request keys completed / were repeated."""
+        return self._call("GET", f"/stats?window={window}&keys={int(keys)}")
 
     def reset(self) -> None:
         self._call("POST", "/admin/reset", {})

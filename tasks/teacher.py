@@ -38,9 +38,9 @@ from ossforge.errors import UserError
 from tasks.prompts import SYSTEM_PROMPT, build_messages, response_format
 from tasks.stats import StageStats
 from tasks.teacher_cache import CachedReply, RequestCache
-from tasks.teacher_limits import BatchedPermits, Budget, SlidingWindowLimiter
+from tasks.teacher_limits import BatchedPermits, Budget, InFlightSlots, SlidingWindowLimiter
 from tasks.teacher_retry import Verdict, backoff_delay, classify_reply
-from tasks.teacher_tokens import derive_max_tokens, token_counter
+from tasks.teacher_tokens import MAX_TOKENS_MARGIN, derive_max_tokens, token_counter
 from tasks.teacher_transport import TRANSPORTS, TransportError
 
 log = logging.getLogger("ossforge.teacher")
@@ -268,12 +268,14 @@ class TeacherSession:
         self.permits = permits
         self.counter = token_counter(cfg.model)
         self._system_tokens = self.counter.count(SYSTEM_PROMPT)
+        # Prompts up to this many UTF-8 bytes get max_tokens = cap under the paper's rule.
+        self._cap_guaranteed_below = cfg.context_size - cfg.max_tokens_cap - MAX_TOKENS_MARGIN
         self._response_format = response_format(cfg.output_format, cfg.json_response_format)
         self.limiter = SlidingWindowLimiter(cfg.rpm, cfg.tpm, cfg.rate_window_s)
         self.budget = Budget(cfg.max_cost_usd, cfg.max_total_tokens, *cfg.prices())
         self.cache: RequestCache | None = None
         self._transport = None
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: InFlightSlots | None = None
         self._inflight: dict[str, asyncio.Future] = {}
         self._fatal: UserError | None = None
         self._api_key: str | None = None
@@ -292,7 +294,7 @@ class TeacherSession:
             self.cfg.base_url, self._api_key, self.cfg.concurrency, self.cfg.request_timeout_s
         )
         await self._transport.start()
-        self._slots = asyncio.Semaphore(self.cfg.concurrency)
+        self._slots = InFlightSlots(self.cfg.concurrency)
         if self.cache_path is not None:
             self.cache = RequestCache(self.cache_path)
         self._started = time.perf_counter()
@@ -300,7 +302,7 @@ class TeacherSession:
 
     async def __aexit__(self, *exc) -> None:
         if self.cache is not None:
-            self.cache.close()
+            await self.cache.aclose()
         if self._transport is not None:
             await self._transport.close()
 
@@ -308,8 +310,18 @@ class TeacherSession:
     def build_request(self, seed_index: int, snippet: str) -> _Request:
         cfg = self.cfg
         messages = build_messages(snippet, cfg.output_format)
-        user_tokens = self.counter.count(messages[1]["content"])
-        max_tokens = derive_max_tokens(user_tokens, cfg.context_size, cfg.max_tokens_cap)
+        user = messages[1]["content"]
+        user_bytes = len(user.encode())
+        if cfg.tpm is None and user_bytes <= self._cap_guaranteed_below:
+            # A token covers at least one byte, so this prompt has at most `user_bytes`
+            # tokens and the paper's rule gives the cap whatever the exact count: skip
+            # tiktoken (~0.1-0.3 ms a prompt, the largest client cost per request). The
+            # estimate below only feeds the budget's in-flight guess, never max_tokens.
+            user_tokens = user_bytes // 3
+            max_tokens = cfg.max_tokens_cap
+        else:
+            user_tokens = self.counter.count(user)
+            max_tokens = derive_max_tokens(user_tokens, cfg.context_size, cfg.max_tokens_cap)
         request_seed = cfg.seed_offset + seed_index
         body = {
             "model": cfg.model,
@@ -369,14 +381,17 @@ class TeacherSession:
             raise self._fatal
         if req.max_tokens <= 0:
             return self._failed(req, "prompt_too_long", 0)
-        expected_out = self.budget.admit(req.prompt_tokens, req.max_tokens)
-        if expected_out is None:
-            return self._failed(req, "budget_exhausted", 0)
-        used: tuple[int, int] | None = None
+        expected_out: float | None = None
         attempts = 0
         try:
             while True:
                 async with self._slots:
+                    if expected_out is None:
+                        # Admitted when it is about to leave, not when queued: the budget
+                        # sees what is really in flight.
+                        expected_out = self.budget.admit(req.prompt_tokens, req.max_tokens)
+                        if expected_out is None:
+                            return self._failed(req, "budget_exhausted", 0)
                     await self.limiter.acquire(req.prompt_tokens + req.max_tokens)
                     if self.permits is not None:
                         await self.permits.take()
@@ -388,9 +403,13 @@ class TeacherSession:
                         verdict = classify_reply(await self._transport.post_chat(req.body))
                     except TransportError as exc:
                         verdict = Verdict("retry", exc.kind)
+                    if verdict.action == "ok":
+                        # Settle the budget before the slot frees: the next request's
+                        # admission must see this one's real cost, not its estimate.
+                        row = self._cached_row(req, verdict.data)
+                        self.budget.finish(req.prompt_tokens, expected_out, (row.prompt_tokens, row.completion_tokens))
+                        expected_out = None
                 if verdict.action == "ok":
-                    row = self._cached_row(req, verdict.data)
-                    used = (row.prompt_tokens, row.completion_tokens)
                     if self.cache is not None:
                         await self.cache.put(row)  # persisted before anyone sees it
                     tally.tokens_in += row.prompt_tokens
@@ -406,14 +425,15 @@ class TeacherSession:
                     raise self._fatal
                 if verdict.action == "fail":
                     return self._failed(req, verdict.reason, attempts)
-                tally.retries[verdict.reason] += 1
                 if verdict.reason == "http_429" and verdict.retry_after_s:
                     self.limiter.pause(verdict.retry_after_s)  # the provider's wait holds for every request
                 if attempts > cfg.max_retries:
                     return self._failed(req, f"{verdict.reason}_retries_exhausted", attempts)
+                tally.retries[verdict.reason] += 1  # counts re-sends, by what caused them
                 await asyncio.sleep(backoff_delay(attempts, cfg.retry_base_s, cfg.retry_max_s, verdict.retry_after_s))
         finally:
-            self.budget.finish(req.prompt_tokens, expected_out, used)
+            if expected_out is not None:  # admitted but never answered in full: nothing billed
+                self.budget.finish(req.prompt_tokens, expected_out, None)
 
     def _cached_row(self, req: _Request, data: dict) -> CachedReply:
         choice = data["choices"][0]

@@ -6,23 +6,30 @@ reply's `received_at` comes back from here too).
 
 SQLite in WAL mode with synchronous=NORMAL: a commit survives the process being killed
 (it is in the WAL file; only an OS crash could lose the last commits, which then are just
-re-sent). Writes are batched: replies queue on the event loop and one flush commits them
-all in one transaction, then wakes every waiter at once, so thousands of replies a second
-cost a handful of commits and no thread hops. Only replies the server answered in full
-are stored; failures are retried by the next run. No request text and no credential is
-ever stored: the key is a hash, the row is the reply.
+re-sent). Writes are batched: replies queue on the event loop, and every 10 ms one batch
+goes to a single writer thread (its own connection; sqlite3 releases the GIL while it
+writes) that commits it in one transaction; then every waiter of the batch wakes at once.
+So thousands of replies a second cost a few commits and one thread hop per batch, never
+one per reply, and the event loop never blocks on disk. A plain rowid table: measured
+here, WITHOUT ROWID was 4.5x slower per row for ~2 KB replies.
+
+Only replies the server answered in full are stored; failures are retried by the next
+run. No request text and no credential is ever stored: the key is a hash, the row is the
+reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
-    key TEXT PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
     model TEXT NOT NULL,
     content TEXT,
     finish_reason TEXT,
@@ -32,7 +39,7 @@ CREATE TABLE IF NOT EXISTS replies (
     max_tokens INTEGER NOT NULL,
     request_seed INTEGER NOT NULL,
     received_at_us INTEGER NOT NULL
-) WITHOUT ROWID
+)
 """
 _COLUMNS = (
     "key",
@@ -71,18 +78,25 @@ class RequestCache:
     def __init__(self, path: str | Path, flush_interval_s: float = 0.01, max_batch: int = 2000):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")  # other worker processes may be committing
+        self._db = self._connect()  # reads, on the caller's thread
         self._db.execute(_SCHEMA)
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
         self._pending: list[tuple] = []
         self._batch_done: asyncio.Future | None = None
         self._flusher: asyncio.TimerHandle | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-cache")
+        self._writer_db = threading.local()
+        self._writes: set[asyncio.Future] = set()
         self.commits = 0
         self.rows_written = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=30000")  # other worker processes may be committing
+        return db
 
     # --------------------------------------------------------------- reads
     def lookup(self, keys: list[str]) -> dict[str, CachedReply]:
@@ -101,8 +115,8 @@ class RequestCache:
     # --------------------------------------------------------------- writes
     async def put(self, reply: CachedReply) -> None:
         """Queue a reply and return once the transaction holding it has committed."""
-        loop = asyncio.get_running_loop()
         if self._batch_done is None:
+            loop = asyncio.get_running_loop()
             self._batch_done = loop.create_future()
             self._flusher = loop.call_later(self.flush_interval_s, self.flush)
         done = self._batch_done
@@ -112,34 +126,54 @@ class RequestCache:
         await asyncio.shield(done)  # a cancelled waiter must not cancel the batch
 
     def flush(self) -> None:
+        """Send the queued batch to the writer thread (call on the event loop)."""
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
         rows, self._pending = self._pending, []
         done, self._batch_done = self._batch_done, None
-        if not rows:
-            if done is not None and not done.done():
-                done.set_result(None)
+        if done is None:
             return
-        try:
-            # One transaction per batch; under WAL + synchronous=NORMAL a commit is a
-            # write to the WAL file (no fsync), well under a millisecond for a batch.
-            self._db.execute("BEGIN")
-            self._db.executemany(_INSERT, rows)
-            self._db.execute("COMMIT")
-        except BaseException as exc:
-            try:
-                self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            if done is not None and not done.done():
-                done.set_exception(exc)
-            return
-        self.commits += 1
-        self.rows_written += len(rows)
-        if done is not None and not done.done():
-            done.set_result(None)
+        loop = asyncio.get_running_loop()
+        write = loop.run_in_executor(self._writer, self._write, rows)
+        self._writes.add(write)
 
-    def close(self) -> None:
-        self.flush()
+        def committed(write: asyncio.Future) -> None:
+            self._writes.discard(write)
+            if done.done():
+                return
+            if write.exception() is not None:
+                done.set_exception(write.exception())
+            else:
+                self.commits += 1
+                self.rows_written += len(rows)
+                done.set_result(None)
+
+        write.add_done_callback(committed)
+
+    def _write(self, rows: list[tuple]) -> None:
+        db = getattr(self._writer_db, "db", None)
+        if db is None:
+            db = self._writer_db.db = self._connect()
+        db.execute("BEGIN")
+        try:
+            db.executemany(_INSERT, rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def aclose(self) -> None:
+        """Commit what is queued, wait for the writer, close both connections."""
+        if self._batch_done is not None:
+            self.flush()
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        self._writer.submit(self._close_writer_db).result()
+        self._writer.shutdown(wait=True)
         self._db.close()
+
+    def _close_writer_db(self) -> None:
+        db = getattr(self._writer_db, "db", None)
+        if db is not None:
+            db.close()

