@@ -228,9 +228,9 @@ def run_step(corpus: Path, args) -> dict:
 
     cfg = NearDedupConfig(threshold=args.threshold, num_perm=args.num_perm, ngram=args.ngram, workers=args.workers)
     source = FileSource(corpus, cfg.fields)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     plan = plan_near_dedup(source, cfg)
-    seconds = time.perf_counter() - t0
+    seconds, main_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rss = peak_rss_mb()
     if not args.score:
         return {"docs": len(plan.ids), "seconds": round(seconds, 2), "rss": rss}
@@ -241,6 +241,7 @@ def run_step(corpus: Path, args) -> dict:
         "docs": len(plan.ids),
         "seconds": round(seconds, 2),
         "docs_per_s": round(len(plan.ids) / seconds, 1),
+        "main_process_cpu_s": round(main_cpu, 2),
         "rss": rss,
         **score(plan.ids, family, dropped),
         "extra": plan.stats.extra,
@@ -275,6 +276,7 @@ def run_naive(corpus: Path, args) -> dict:
 
     n = args.ngram
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     lsh = MinHashLSH(threshold=args.threshold, num_perm=args.num_perm)
     dropped: dict[str, str] = {}
     for key, text in zip(ids, texts):
@@ -291,6 +293,7 @@ def run_naive(corpus: Path, args) -> dict:
         "docs": len(ids),
         "sampled": "whole planted families, chosen at random",
         "seconds": round(seconds, 2),
+        "cpu_s": round(time.process_time() - cpu0, 2),
         "docs_per_s": round(len(ids) / seconds, 1),
         **score(ids, family, dropped),
     }
@@ -364,6 +367,7 @@ def main() -> None:
                 "naive": naive,
                 "step": {k: v for k, v in step.items() if k != "extra"},
                 "step_breakdown_s": {k: step["extra"][k] for k in ("signature_seconds", "lsh_seconds", "verify_seconds")},
+                "step_pairs": {k: step["extra"][k] for k in ("candidate_pairs", "exact_jaccard_checks", "duplicate_edges")},
                 "speed_ratio": round(ratio, 1),
                 "rss_mb": {
                     f"{args.docs}": round(r1, 1),

@@ -22,6 +22,8 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from itertools import chain, repeat
 
 import numpy as np
@@ -46,14 +48,25 @@ _TRIPLE_QUOTED = re.compile(rb'""".*?"""|' + rb"'''.*?'''", re.S)  # docstrings 
 # C preprocessor lines and shebangs are code, not comments. The literal first character lets
 # the regex engine skip ahead to candidates (a leading look-behind would make it try everywhere).
 _LINE_COMMENT = re.compile(rb"(?:#(?<!\S#)(?!include\b|define\b|if|endif\b|else\b|pragma\b|!)|//(?<!\S//))[^\n]*")
-_FENCE = re.compile(rb"^[ \t]*```[^\n]*$", re.M)
 _CODE_PUNCTUATION = b"(){}[];=<>"
 # Tokens are words found in UTF-8 bytes (faster than str, and xxhash wants bytes): runs of
 # letters, digits and "_" (non-ASCII bytes count as letters, so a token never splits a
 # character). A word right after "." keeps its dot: `.append` is an attribute (an API name a
 # rename does not touch), `append` a name. Punctuation is not a token: it doubles the token
-# count and the cost, and word n-grams already tell documents apart.
-_TOKEN = re.compile(rb"\.?[\w\x80-\xff]+")
+# count and the cost, and word n-grams already tell documents apart. Same tokens as
+# re.findall(rb"\.?[\w\x80-\xff]+"), but by translate + split: C speed, twice as fast.
+_WORD_BYTES = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_." + bytes(range(0x80, 0x100)))
+_TO_SPACE = bytes(c if c in _WORD_BYTES else 0x20 for c in range(256))
+
+
+def _tokenize(data: bytes) -> list[bytes]:
+    data = data.translate(_TO_SPACE)
+    if b"." in data:
+        # Every dot starts a token; a dot not followed by a word character is dropped.
+        data = (data.replace(b".", b" .") + b" ").replace(b". ", b"  ")
+    return data.split()
+
+
 _HSPACE = re.compile(r"[ \t\f\v]+")
 
 # Names a rename does not touch: keywords and the commonest builtins of the languages the
@@ -125,8 +138,18 @@ def _code_regions(text: bytes) -> list[tuple[bytes, bool]]:
         lines = text.count(b"\n") + 1 - text.count(b"\n\n")
         punctuation = len(text) - len(text.translate(None, _CODE_PUNCTUATION))
         return [(text, bool(text.strip()) and punctuation * 2 >= lines)]
-    parts = _FENCE.split(text)
-    # Odd-numbered parts sit between an opening and a closing fence.
+    # A fence is a line whose first non-blank characters are ```: cut the text at such
+    # lines (dropping them); odd-numbered parts sit between an opening and a closing fence.
+    parts, start, pos = [], 0, text.find(b"```")
+    while pos >= 0:
+        line_start = text.rfind(b"\n", 0, pos) + 1
+        line_end = text.find(b"\n", pos)
+        line_end = len(text) if line_end < 0 else line_end
+        if not text[line_start:pos].strip(b" \t"):
+            parts.append(text[start:line_start])
+            start = line_end + 1
+        pos = text.find(b"```", line_end)
+    parts.append(text[start:])
     return [(part, i % 2 == 1) for i, part in enumerate(parts)]
 
 
@@ -145,7 +168,7 @@ def _segments(text: str, canonicalize_identifiers: bool) -> list[tuple[bytes, bo
 def _tokens_bytes(text: str, canonicalize_identifiers: bool = False) -> list[bytes]:
     tokens: list[bytes] = []
     for segment, is_code in _segments(text, canonicalize_identifiers):
-        seg_tokens = _TOKEN.findall(segment)
+        seg_tokens = _tokenize(segment)
         tokens.extend(_canonical_tokens(seg_tokens) if is_code else seg_tokens)
     return tokens
 
@@ -164,7 +187,7 @@ def normalize_code(text: str, canonicalize_identifiers: bool = False) -> str:
     for segment, is_code in _segments(text, canonicalize_identifiers):
         for line in segment.decode().splitlines():
             if is_code:
-                line = b" ".join(_canonical_tokens(_TOKEN.findall(line.encode()))).decode()
+                line = b" ".join(_canonical_tokens(_tokenize(line.encode()))).decode()
             line = _HSPACE.sub(" ", line).strip()
             if line:
                 lines.append(line)
@@ -292,7 +315,7 @@ def batch_shingle_hashes(
     code_runs: list[tuple[int, bool]] = []  # (token count, is code) in token order
     for i, text in enumerate(texts):
         for segment, is_code in _segments(text, canonicalize_identifiers):
-            toks = _TOKEN.findall(segment)
+            toks = _tokenize(segment)
             flat.extend(toks)
             lengths[i] += len(toks)
             code_runs.append((len(toks), is_code))
@@ -434,32 +457,77 @@ def signature_chunks(
     canonicalize_identifiers: bool = False,
     scheme: str = DEFAULT_SCHEME,
     workers: int = 1,
+    pool: Executor | None = None,
 ) -> Iterator[np.ndarray]:
-    """Signatures of a stream of text chunks, in order, `workers` processes at a time.
+    """Signatures of a stream of text chunks, in order, in `pool` (or `workers` new processes).
 
     Streaming keeps only a few chunks of text in memory, so a million documents need
     memory for their signatures, not their text.
     """
     args = ((list(c), num_perm, ngram, seed, canonicalize_identifiers, scheme) for c in chunks)
-    first = next(args, None)
-    second = next(args, None) if first is not None else None
-    if workers <= 1 or second is None:  # one chunk: starting processes would cost more than it saves
-        yield from map(_signature_chunk, (a for a in (first, second) if a is not None))
-        yield from map(_signature_chunk, args)
+    return map_chunks(_signature_chunk, args, workers, pool)
+
+
+def _shingle_set_chunk(args) -> list[np.ndarray]:
+    texts, ngram, canonicalize_identifiers = args
+    hashes, counts = batch_shingle_hashes(texts, ngram, canonicalize_identifiers)
+    return [np.unique(part) for part in np.split(hashes, np.cumsum(counts)[:-1])]
+
+
+def shingle_set_chunks(
+    chunks: Iterable[Sequence[str]],
+    ngram: int = 5,
+    canonicalize_identifiers: bool = False,
+    workers: int = 1,
+    pool: Executor | None = None,
+) -> Iterator[list[np.ndarray]]:
+    """Per text chunk, the sorted unique shingle hashes of each text (for exact Jaccard)."""
+    return map_chunks(_shingle_set_chunk, ((list(c), ngram, canonicalize_identifiers) for c in chunks), workers, pool)
+
+
+@contextmanager
+def worker_pool(workers: int) -> Iterator[Executor | None]:
+    """A process pool to share between phases (None for one worker: run in-process).
+
+    "spawn", not fork: the caller may be a Prefect flow with threads running, and forking
+    a threaded process is unsafe. (As with any spawn pool, a script that calls this at
+    import time needs an `if __name__ == "__main__":` guard.)
+    """
+    if workers <= 1:
+        yield None
         return
-    args = chain([first, second], args)
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    # "spawn": the caller may be a Prefect flow with threads running; forking those is unsafe.
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        pending = []
-        for arg in args:
-            pending.append(pool.submit(_signature_chunk, arg))
-            if len(pending) >= 2 * workers:  # bounded read-ahead
-                yield pending.pop(0).result()
-        for fut in pending:
-            yield fut.result()
+        yield pool
+
+
+def map_chunks(fn, args: Iterable, workers: int = 1, pool: Executor | None = None) -> Iterator:
+    """fn(arg) for each arg, in order, with a bounded read-ahead of 2 per worker.
+
+    Uses `pool` if given; else starts `workers` processes, unless there is only one item
+    (then starting processes would cost more than it saves).
+    """
+    args = iter(args)
+    if pool is None:
+        first = next(args, None)
+        second = next(args, None) if first is not None else None
+        head = [a for a in (first, second) if a is not None]
+        if workers <= 1 or second is None:
+            yield from map(fn, chain(head, args))
+            return
+        with worker_pool(workers) as own:
+            yield from map_chunks(fn, chain(head, args), workers, own)
+        return
+    ahead = 2 * max(getattr(pool, "_max_workers", workers), 1)
+    pending = []
+    for arg in args:
+        pending.append(pool.submit(fn, arg))
+        if len(pending) >= ahead:
+            yield pending.pop(0).result()
+    for fut in pending:
+        yield fut.result()
 
 
 def to_lean_minhash(signature_row, seed: int = 1, scheme: str = DEFAULT_SCHEME):

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, field_validator
 from ossforge.errors import UserError
 from ossforge.schema import AUDIT_SCHEMA, CLUSTER_ID, CLUSTER_SIZE
 from tasks.lsh_index import RedisLSH, band_candidate_pairs, lsh_params
-from tasks.minhash import SHINGLE_VERSION, batch_shingle_hashes, estimated_jaccard, signature_chunks
+from tasks.minhash import SHINGLE_VERSION, estimated_jaccard, shingle_set_chunks, signature_chunks, worker_pool
 from tasks.shards import write_parquet_atomic
 from tasks.stats import StageStats
 
@@ -108,24 +108,29 @@ def representative_rank(ids: Sequence[str], seed_index: np.ndarray | None) -> np
     return rank
 
 
-def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig) -> np.ndarray:
-    """Jaccard of the shingle sets of each pair; only rows in some pair are re-read and shingled."""
+def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig, pool=None) -> np.ndarray:
+    """Jaccard of the shingle sets of each pair; only rows in some pair are re-read and
+    shingled (in the worker pool)."""
     wanted = np.unique(pairs)
+    order: list[np.ndarray] = []  # wanted rows of each chunk sent, in order
+
+    def texts_of_wanted() -> Iterator[list[str]]:
+        offset = 0
+        for chunk in source.chunks():
+            lo, hi = np.searchsorted(wanted, [offset, offset + chunk.num_rows])
+            if hi > lo:
+                order.append(wanted[lo:hi])
+                yield document_texts(chunk.take(pa.array(wanted[lo:hi] - offset, pa.int64())), cfg.fields)
+            offset += chunk.num_rows
+
     sets: dict[int, np.ndarray] = {}
-    offset = 0
-    for chunk in source.chunks():
-        lo = np.searchsorted(wanted, offset)
-        hi = np.searchsorted(wanted, offset + chunk.num_rows)
-        if hi > lo:
-            local = wanted[lo:hi] - offset
-            texts = document_texts(chunk.take(pa.array(local, pa.int64())), cfg.fields)
-            hashes, counts = batch_shingle_hashes(texts, cfg.ngram, cfg.canonicalize_identifiers)
-            for doc, part in zip(wanted[lo:hi], np.split(hashes, np.cumsum(counts)[:-1])):
-                sets[int(doc)] = np.unique(part)
-        offset += chunk.num_rows
+    for k, chunk_sets in enumerate(
+        shingle_set_chunks(texts_of_wanted(), cfg.ngram, cfg.canonicalize_identifiers, cfg.workers, pool)
+    ):
+        sets.update(zip(order[k].tolist(), chunk_sets))
     out = np.empty(len(pairs))
-    for k, (i, j) in enumerate(pairs):
-        a, b = sets[int(i)], sets[int(j)]
+    for k, (i, j) in enumerate(pairs.tolist()):
+        a, b = sets[i], sets[j]
         inter = np.intersect1d(a, b, assume_unique=True).size
         out[k] = inter / (a.size + b.size - inter) if (a.size + b.size) else 0.0
     return out
@@ -226,8 +231,8 @@ def near_dedup(table: pa.Table, cfg: NearDedupConfig | None = None) -> tuple[pa.
 def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
     """Decide every row of `source`, holding only signatures (not text) for all rows.
 
-    Reads the source twice: once for signatures, once for the text of the rows that are
-    candidate duplicates (for the exact Jaccard check).
+    Reads the source once for signatures and, when some candidates are borderline, once
+    more for the text of just those rows (the exact Jaccard check).
     """
     started = time.perf_counter()
     ids: list[str] = []
@@ -245,95 +250,101 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
                 seed_index.append(pc.fill_null(chunk["seed_index"], np.iinfo(np.int64).max).to_numpy().astype(np.int64))
             yield document_texts(chunk, cfg.fields)
 
-    t0 = time.perf_counter()
-    sigs = _collect(
-        signature_chunks(text_chunks(), cfg.num_perm, cfg.ngram, cfg.seed, cfg.canonicalize_identifiers, workers=cfg.workers),
-        getattr(source, "num_rows", lambda: None)(),
-        cfg.num_perm,
-    )
-    signature_seconds = time.perf_counter() - t0
-    n = len(ids)
-    stats = StageStats(STAGE, rows_in=n)
-    empty = (sigs == np.iinfo(sigs.dtype).max).all(axis=1)  # no tokens: never a near-duplicate
-    by_seed = bool(has_seed_index) and all(has_seed_index)
-    rank = representative_rank(ids, np.concatenate(seed_index) if by_seed else None)
-    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
-
-    # Published signatures (earlier versions) come first in the node numbering: nodes
-    # 0..P-1 are published rows, P..P+n-1 this source's rows, then rows found in Redis.
-    pub_ids, pub_sigs = load_signatures(cfg.index_dir, cfg, exclude_ids=set(ids)) if cfg.index_dir else ([], None)
-    n_pub = len(pub_ids)
-    all_sigs = sigs if n_pub == 0 else np.concatenate([pub_sigs, sigs])
-    active = np.concatenate([np.ones(n_pub, bool), ~empty])
-
-    t0 = time.perf_counter()
-    pairs = band_candidate_pairs(all_sigs, bands, rows, active)
-    pairs = pairs[pairs[:, 1] >= n_pub]  # published-published pairs were settled when published
-    if cfg.lsh_storage:
-        redis_pairs, redis_ids, redis_sigs = _redis_candidates(cfg, ids, sigs, empty, n_pub)
-    else:
-        redis_pairs, redis_ids, redis_sigs = np.zeros((0, 2), np.int64), [], None
-    lsh_seconds = time.perf_counter() - t0
-
-    # Check candidates by the MinHash estimate; with verify_jaccard, pairs whose estimate is
-    # too close to the threshold to trust (within 4 standard deviations of a 128-permutation
-    # estimate: +-0.18) get the exact Jaccard of their shingle sets when both texts are here.
-    t0 = time.perf_counter()
-    candidates = len(pairs) + len(redis_pairs)
-    similarity = estimated_jaccard(all_sigs[pairs[:, 0]], all_sigs[pairs[:, 1]]) if len(pairs) else np.zeros(0)
-    exact_checked = 0
-    if cfg.verify_jaccard and len(pairs):
-        margin = 4 * np.sqrt(0.25 / cfg.num_perm)
-        unsure = (pairs[:, 0] >= n_pub) & (np.abs(similarity - cfg.threshold) <= margin)
-        if unsure.any():
-            similarity[unsure] = _exact_jaccard(pairs[unsure] - n_pub, source, cfg)
-            exact_checked = int(unsure.sum())
-    edges = pairs[similarity >= cfg.threshold]
-    if len(redis_pairs):
-        est = estimated_jaccard(redis_sigs[redis_pairs[:, 0]], sigs[redis_pairs[:, 1] - n_pub])
-        keep = est >= cfg.threshold
-        edges = np.concatenate([edges, np.stack([redis_pairs[keep, 0] + n_pub + n, redis_pairs[keep, 1]], axis=1)])
-    verify_seconds = time.perf_counter() - t0
-    del all_sigs
-
-    n_nodes = n_pub + n + len(redis_ids)
-    labels = _components(n_nodes, edges) if len(edges) else np.arange(n_nodes)
-    kept, duplicate_of, cluster_size, reasons = _choose_representatives(
-        labels, n_pub, n, rank, pub_ids + [None] * n + redis_ids, ids
-    )
-    kept_idx = np.flatnonzero(kept)
-    if cfg.lsh_storage:
-        RedisLSH(cfg.lsh_storage, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32").insert_many(
-            [ids[i] for i in kept_idx], sigs[kept_idx]
+    n_rows = getattr(source, "num_rows", lambda: None)()
+    # One process pool for both phases that need one (signatures, exact Jaccard), and none
+    # for a table that fits one chunk.
+    with worker_pool(cfg.workers if n_rows is None or n_rows > CHUNK_ROWS else 1) as pool:
+        t0 = time.perf_counter()
+        sigs = _collect(
+            signature_chunks(
+                text_chunks(), cfg.num_perm, cfg.ngram, cfg.seed, cfg.canonicalize_identifiers, cfg.workers, pool=pool
+            ),
+            n_rows,
+            cfg.num_perm,
         )
-    if cfg.index_dir:
-        persist_signatures([ids[i] for i in kept_idx], sigs[kept_idx], cfg.index_dir, cfg.version, cfg)
+        signature_seconds = time.perf_counter() - t0
+        n = len(ids)
+        stats = StageStats(STAGE, rows_in=n)
+        empty = (sigs == np.iinfo(sigs.dtype).max).all(axis=1)  # no tokens: never a near-duplicate
+        by_seed = bool(has_seed_index) and all(has_seed_index)
+        rank = representative_rank(ids, np.concatenate(seed_index) if by_seed else None)
+        bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
 
-    stats.rows_out = len(kept_idx)
-    for reason in (REASON_DUPLICATE, REASON_PUBLISHED):
-        count = sum(1 for r in reasons if r == reason)
-        if count:
-            stats.drop(reason, count)
-    sizes = cluster_size[kept_idx]
-    stats.extra = {
-        "threshold": cfg.threshold,
-        "num_perm": cfg.num_perm,
-        "bands": bands,
-        "rows_per_band": rows,
-        "ngram": cfg.ngram,
-        "clusters_with_duplicates": int((sizes > 1).sum()),
-        "largest_cluster": int(sizes.max()) if len(sizes) else 0,
-        "candidate_pairs": int(candidates),
-        "exact_jaccard_checks": exact_checked,
-        "duplicate_edges": int(len(edges)),
-        "empty_documents": int(empty.sum()),
-        "published_signatures": n_pub + len(redis_ids),
-        "signature_seconds": round(signature_seconds, 3),
-        "lsh_seconds": round(lsh_seconds, 3),
-        "verify_seconds": round(verify_seconds, 3),
-    }
-    stats.seconds = time.perf_counter() - started
-    return DedupPlan(ids, kept, duplicate_of, reasons, cluster_size, stats)
+        # Published signatures (earlier versions) come first in the node numbering: nodes
+        # 0..P-1 are published rows, P..P+n-1 this source's rows, then rows found in Redis.
+        pub_ids, pub_sigs = load_signatures(cfg.index_dir, cfg, exclude_ids=set(ids)) if cfg.index_dir else ([], None)
+        n_pub = len(pub_ids)
+        all_sigs = sigs if n_pub == 0 else np.concatenate([pub_sigs, sigs])
+        active = np.concatenate([np.ones(n_pub, bool), ~empty])
+
+        t0 = time.perf_counter()
+        pairs = band_candidate_pairs(all_sigs, bands, rows, active)
+        pairs = pairs[pairs[:, 1] >= n_pub]  # published-published pairs were settled when published
+        if cfg.lsh_storage:
+            redis_pairs, redis_ids, redis_sigs = _redis_candidates(cfg, ids, sigs, empty, n_pub)
+        else:
+            redis_pairs, redis_ids, redis_sigs = np.zeros((0, 2), np.int64), [], None
+        lsh_seconds = time.perf_counter() - t0
+
+        # Check candidates by the MinHash estimate; with verify_jaccard, pairs whose estimate is
+        # too close to the threshold to trust (within 4 standard deviations of a 128-permutation
+        # estimate: +-0.18) get the exact Jaccard of their shingle sets when both texts are here.
+        t0 = time.perf_counter()
+        candidates = len(pairs) + len(redis_pairs)
+        similarity = estimated_jaccard(all_sigs[pairs[:, 0]], all_sigs[pairs[:, 1]]) if len(pairs) else np.zeros(0)
+        exact_checked = 0
+        if cfg.verify_jaccard and len(pairs):
+            margin = 4 * np.sqrt(0.25 / cfg.num_perm)
+            unsure = (pairs[:, 0] >= n_pub) & (np.abs(similarity - cfg.threshold) <= margin)
+            if unsure.any():
+                similarity[unsure] = _exact_jaccard(pairs[unsure] - n_pub, source, cfg, pool)
+                exact_checked = int(unsure.sum())
+        edges = pairs[similarity >= cfg.threshold]
+        if len(redis_pairs):
+            est = estimated_jaccard(redis_sigs[redis_pairs[:, 0]], sigs[redis_pairs[:, 1] - n_pub])
+            keep = est >= cfg.threshold
+            edges = np.concatenate([edges, np.stack([redis_pairs[keep, 0] + n_pub + n, redis_pairs[keep, 1]], axis=1)])
+        verify_seconds = time.perf_counter() - t0
+        del all_sigs
+
+        n_nodes = n_pub + n + len(redis_ids)
+        labels = _components(n_nodes, edges) if len(edges) else np.arange(n_nodes)
+        kept, duplicate_of, cluster_size, reasons = _choose_representatives(
+            labels, n_pub, n, rank, pub_ids + [None] * n + redis_ids, ids
+        )
+        kept_idx = np.flatnonzero(kept)
+        if cfg.lsh_storage:
+            RedisLSH(cfg.lsh_storage, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32").insert_many(
+                [ids[i] for i in kept_idx], sigs[kept_idx]
+            )
+        if cfg.index_dir:
+            persist_signatures([ids[i] for i in kept_idx], sigs[kept_idx], cfg.index_dir, cfg.version, cfg)
+
+        stats.rows_out = len(kept_idx)
+        for reason in (REASON_DUPLICATE, REASON_PUBLISHED):
+            count = sum(1 for r in reasons if r == reason)
+            if count:
+                stats.drop(reason, count)
+        sizes = cluster_size[kept_idx]
+        stats.extra = {
+            "threshold": cfg.threshold,
+            "num_perm": cfg.num_perm,
+            "bands": bands,
+            "rows_per_band": rows,
+            "ngram": cfg.ngram,
+            "clusters_with_duplicates": int((sizes > 1).sum()),
+            "largest_cluster": int(sizes.max()) if len(sizes) else 0,
+            "candidate_pairs": int(candidates),
+            "exact_jaccard_checks": exact_checked,
+            "duplicate_edges": int(len(edges)),
+            "empty_documents": int(empty.sum()),
+            "published_signatures": n_pub + len(redis_ids),
+            "signature_seconds": round(signature_seconds, 3),
+            "lsh_seconds": round(lsh_seconds, 3),
+            "verify_seconds": round(verify_seconds, 3),
+        }
+        stats.seconds = time.perf_counter() - started
+        return DedupPlan(ids, kept, duplicate_of, reasons, cluster_size, stats)
 
 
 def _choose_representatives(labels, n_pub, n, rank, node_ids, ids):

@@ -115,3 +115,16 @@ def test_band_candidate_pairs_equals_brute_force_bucket_pairs():
     assert all(5 not in p for p in got)
     # A big bucket still links all its members (through its first member).
     assert {(0, j) for j in range(1, 20) if j != 5} <= got
+
+
+def test_tokenizer_equals_the_regex_it_replaces():
+    import random
+    import re
+
+    from tasks.minhash import _tokenize
+
+    rng = random.Random(0)
+    alphabet = "ab_Z09 .\n\t()[]{};:,'\"#/*-+=é—ü..x"
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))).encode()
+        assert _tokenize(text) == re.findall(rb"\.?[\w\x80-\xff]+", text), text
