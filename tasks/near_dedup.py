@@ -257,7 +257,7 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
         t0 = time.perf_counter()
         sigs = _collect(
             signature_chunks(
-                text_chunks(), cfg.num_perm, cfg.ngram, cfg.seed, cfg.canonicalize_identifiers, cfg.workers, pool=pool
+                text_chunks(), cfg.num_perm, cfg.ngram, cfg.seed, cfg.canonicalize_identifiers, workers=cfg.workers, pool=pool
             ),
             n_rows,
             cfg.num_perm,

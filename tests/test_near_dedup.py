@@ -278,3 +278,23 @@ def test_borderline_candidates_are_settled_by_exact_jaccard():
     for k in range(30):
         if jaccard(f"p{k:02d}-a", f"p{k:02d}-b") >= 0.8:
             assert f"p{k:02d}-b" in audit["id"].to_pylist()
+
+
+def test_worker_processes_give_the_same_answer_as_one_process():
+    from tasks.near_dedup import CHUNK_ROWS
+
+    rng = random.Random(11)
+    vocab = [f"w{i}" for i in range(3000)]
+    rows = []
+    for k in range(CHUNK_ROWS + 400):  # more than one chunk, so the pool is used
+        if k % 10 == 9:  # every tenth row: a lightly edited copy of the row before
+            words = rows[-1][2].split()
+            words[rng.randrange(len(words))] = "edited"
+        else:
+            words = rng.choices(vocab, k=60)
+        rows.append((f"r{k:05d}", k, " ".join(words), ""))
+    src = table(rows)
+    one = near_dedup(src, CFG)
+    two = near_dedup(src, CFG.model_copy(update={"workers": 2}))
+    assert one[0].equals(two[0]) and one[1].equals(two[1])
+    assert one[1].num_rows >= 0.9 * (len(rows) // 10)
