@@ -35,8 +35,11 @@ from tasks.near_dedup import NearDedupConfig, near_dedup
 from tasks.publish import publish_dataset
 from tasks.seeds import SeedConfig, sample_seeds
 from tasks.shards import file_sha256, write_parquet_atomic, write_text_atomic
+from tasks.shard_job import GlobalRateLimit, ShardJob, summary_path
 from tasks.stats import StageStats, timed
 from tasks.teacher import TeacherConfig, TeacherSession
+from tasks.teacher_limits import prefect_rate_limit_permits
+from tasks.versions import SeedExcluder, rebatch
 
 # Bump when a change to generation would make cached shard results wrong.
 GENERATION_CACHE_VERSION = "1"
@@ -48,6 +51,7 @@ SHARD_CACHE_POLICY = INPUTS - "session"
 PROGRESS_KEY = "refresh-progress"
 SHARDS_KEY = "refresh-shards"
 SUMMARY_KEY = "refresh-summary"
+REPORT_KEY = "refresh-report"
 
 
 class RefreshConfig(BaseModel):
@@ -65,10 +69,26 @@ class RefreshConfig(BaseModel):
     decontamination: DecontaminationConfig | None = Field(
         default_factory=DecontaminationConfig, description="None turns it off"
     )
+    cache_dir: str | None = Field(
+        None, description="teacher reply cache directory (default OUTPUT/.cache); versions of one dataset share one"
+    )
+    exclude_seed_digests: list[str] = Field(
+        default_factory=list,
+        description="seed digest files (earlier versions' seed_digests.parquet): those seeds are not sent again",
+    )
+    shard_deployment: str | None = Field(
+        None,
+        description="run each generation shard as a flow run of this deployment (e.g. 'generate-shard/cpu'), "
+        "spread over the pool's workers; None runs shards in this process",
+    )
+    teacher_rate_limit: GlobalRateLimit | None = Field(
+        None, description="a Prefect global rate limit shared by every process sending to the teacher"
+    )
+    report: bool = Field(True, description="publish the markdown report artifact (dataset card, samples, charts)")
 
 
 # Fields that change how fast a run goes, not what it produces.
-_OPERATIONAL = {"output_dir", "parallel_shards"}
+_OPERATIONAL = {"output_dir", "parallel_shards", "cache_dir", "shard_deployment", "teacher_rate_limit", "report"}
 _TEACHER_OPERATIONAL = {"concurrency", "rpm", "tpm", "max_retries", "request_timeout_s", "max_cost_usd",
                         "max_total_tokens", "api_key_env", "api_key_secret_block", "base_url"}
 
@@ -80,16 +100,27 @@ def config_fingerprint(config: RefreshConfig) -> str:
 
 
 @task(name="sample-seeds")
-def sample_seeds_task(seed_cfg: SeedConfig, seeds_dir: Path, per_file: int) -> tuple[list[str], dict]:
-    """Sample seeds and stage them as one Parquet file per generation shard."""
+def sample_seeds_task(
+    seed_cfg: SeedConfig, seeds_dir: Path, per_file: int, exclude_digests: list[str] | None = None
+) -> tuple[list[str], dict]:
+    """Sample seeds and stage them as one Parquet file per generation shard.
+
+    Seeds whose digest is in `exclude_digests` (consumed by earlier versions) are dropped
+    with a reason, so an incremental run only pays for seeds it has not seen."""
     logger = get_run_logger()
     for stale in seeds_dir.glob("shard-*.parquet"):
         stale.unlink()
     batches, stats = sample_seeds(seed_cfg, batch_size=per_file)
+    excluder = SeedExcluder(exclude_digests) if exclude_digests else None
+    if excluder is not None:
+        batches = rebatch((excluder.filter(b) for b in batches), per_file)
     paths = []
     with timed(stats):
         for i, batch in enumerate(batches):
             paths.append(str(write_parquet_atomic(batch, seeds_dir / f"shard-{i:05d}.parquet")))
+    if excluder is not None and excluder.excluded:
+        stats.rows_out -= excluder.excluded
+        stats.drop(SeedExcluder.REASON, excluder.excluded)
     logger.info("sampled %d seeds into %d shards; dropped %s", stats.rows_out, len(paths), dict(stats.dropped))
     return paths, stats.as_dict()
 
@@ -123,32 +154,107 @@ async def generate_shard_task(
     return summary
 
 
+def request_cache_path(config: RefreshConfig) -> Path:
+    return Path(config.cache_dir or Path(config.output_dir) / ".cache") / "requests.sqlite"
+
+
+def shard_result_cache(work_dir: Path):
+    # Shard cache records live beside the data they describe, so deleting the output resets them too.
+    return SHARD_CACHE_POLICY.configure(key_storage=str((work_dir / "results").resolve()))
+
+
+def shard_is_staged(work_dir: Path, seeds_path: str) -> bool:
+    name = Path(seeds_path).stem
+    return all((work_dir / sub / f"{name}.parquet").exists() for sub in ("pairs", "failures"))
+
+
+async def ensure_rate_limit(limit: GlobalRateLimit) -> None:
+    """Create (or resize) the global rate limit: `limit` slots that free up at limit/60 per second."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        await client.upsert_global_concurrency_limit_by_name(
+            limit.name, limit.requests_per_minute, slot_decay_per_second=limit.requests_per_minute / 60.0
+        )
+
+
 async def _generate_all(config: RefreshConfig, seed_paths: list[str], work_dir: Path) -> list[dict]:
     teacher = config.teacher
     parallel = config.parallel_shards or max(2, -(-teacher.concurrency // config.generation_shard_size) + 1)
     progress_id = await acreate_progress_artifact(0.0, key=PROGRESS_KEY, description="Generation shards finished")
     done = 0
     gate = asyncio.Semaphore(parallel)
-    cache_path = Path(config.output_dir) / ".cache" / "requests.sqlite"
-    # Shard cache records live beside the data they describe, so deleting the output resets them too.
-    shard_cache = SHARD_CACHE_POLICY.configure(key_storage=str((work_dir / "results").resolve()))
+    cache_path = request_cache_path(config)
+    shard_cache = shard_result_cache(work_dir)
+    if config.teacher_rate_limit is not None:
+        await ensure_rate_limit(config.teacher_rate_limit)
 
-    async with TeacherSession(teacher, cache_path=cache_path) as session:
+    async def finished() -> None:
+        nonlocal done
+        done += 1
+        progress.report("shards", 1, total=len(seed_paths))
+        await aupdate_progress_artifact(progress_id, 100.0 * done / max(1, len(seed_paths)))
+
+    if config.shard_deployment:
+        return await _generate_on_workers(config, seed_paths, work_dir, cache_path, gate, finished)
+
+    limit = config.teacher_rate_limit
+    permits = prefect_rate_limit_permits(limit.name, limit.batch_size()) if limit is not None else None
+    async with TeacherSession(teacher, cache_path=cache_path, permits=permits) as session:
 
         async def one(path: str) -> dict:
-            nonlocal done
-            name = Path(path).stem
-            staged = all((work_dir / sub / f"{name}.parquet").exists() for sub in ("pairs", "failures"))
             # A cached result is only good while the files it describes are still there.
-            shard_task = generate_shard_task.with_options(refresh_cache=not staged, cache_policy=shard_cache)
+            shard_task = generate_shard_task.with_options(
+                refresh_cache=not shard_is_staged(work_dir, path), cache_policy=shard_cache
+            )
             async with gate:
                 summary = await shard_task(path, file_sha256(path), teacher, str(work_dir), session=session)
-            done += 1
-            progress.report("shards", 1, total=len(seed_paths))
-            await aupdate_progress_artifact(progress_id, 100.0 * done / max(1, len(seed_paths)))
+            await finished()
             return summary
 
         return list(await asyncio.gather(*(one(p) for p in seed_paths)))
+
+
+async def _generate_on_workers(config: RefreshConfig, seed_paths, work_dir: Path, cache_path: Path, gate, finished):
+    """Each shard as a flow run of the shard deployment, picked up by any worker of its pool.
+
+    The workers share the filesystem (seed files, staged pairs, the reply cache) and the
+    teacher budget (the global rate limit). A shard's summary comes back as a JSON file,
+    so the parent needs no access to the children's result storage. The idempotency key
+    makes a retried parent reuse the shard runs it already created instead of running
+    a shard twice."""
+    from prefect.deployments import run_deployment
+    from prefect.runtime import flow_run as current_run
+
+    parent = current_run.get_id() or "local"
+
+    async def one(path: str) -> dict:
+        name = Path(path).stem
+        job = ShardJob(
+            seeds_path=str(Path(path).resolve()),
+            seeds_sha256=file_sha256(path),
+            teacher=config.teacher,
+            work_dir=str(work_dir.resolve()),
+            cache_path=str(cache_path.resolve()),
+            rate_limit=config.teacher_rate_limit,
+        )
+        async with gate:
+            run = await run_deployment(
+                config.shard_deployment,
+                parameters={"job": job.model_dump(mode="json")},
+                flow_run_name=f"{name}",
+                idempotency_key=f"{parent}:{name}:{job.seeds_sha256[:16]}",
+                timeout=None,
+                poll_interval=1,
+            )
+        if run.state is None or not run.state.is_completed():
+            state = run.state.name if run.state else "unknown"
+            raise RuntimeError(f"shard {name} ended {state} (flow run {run.id})")
+        summary = json.loads(Path(summary_path(job.work_dir, name)).read_text())
+        await finished()
+        return summary
+
+    return list(await asyncio.gather(*(one(p) for p in seed_paths)))
 
 
 def _shard_table_rows(summaries: list[dict]) -> list[dict]:
@@ -193,7 +299,14 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     work = out / ".work"
     started = time.perf_counter()
 
-    seed_paths, seed_stats = sample_seeds_task(config.seeds, work / "seeds", config.generation_shard_size)
+    seed_paths, seed_stats = sample_seeds_task(
+        config.seeds, work / "seeds", config.generation_shard_size, config.exclude_seed_digests
+    )
+    if not seed_paths and config.exclude_seed_digests:
+        # Every seed was generated by an earlier version: no teacher call, nothing to publish.
+        logger.info("no new seeds: %d were generated earlier", seed_stats["dropped"].get(SeedExcluder.REASON, 0))
+        return {"status": "no_new_seeds", "config": config.model_dump(mode="json"), "stages": {"seeds": seed_stats},
+                "rows": 0}
     summaries = await _generate_all(config, seed_paths, work)
     teacher_stats = _merge_stage("teacher", [s["teacher"] for s in summaries])
     parse_stats = _merge_stage("parse", [s["parse"] for s in summaries])
@@ -241,6 +354,12 @@ async def refresh_flow(config: RefreshConfig) -> dict:
 
     await acreate_table_artifact(_shard_table_rows(summaries), key=SHARDS_KEY, description="Per-shard generation figures")
     await acreate_markdown_artifact(_summary_markdown(manifest), key=SUMMARY_KEY, description="Refresh summary")
+    if config.report:
+        from tasks.report import render_report
+
+        await acreate_markdown_artifact(
+            render_report(out, manifest), key=REPORT_KEY, description="Dataset report: card, samples, charts"
+        )
     logger.info("wrote %d rows to %s (%s)", manifest["rows"], out, manifest["status"])
     if not manifest["accounting"]["balanced"]:
         raise RuntimeError(f"seed accounting does not balance: {manifest['accounting']}")
