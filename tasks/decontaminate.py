@@ -139,14 +139,26 @@ def _init_worker(index: BenchmarkIndex) -> None:
     _WORKER_INDEX = index
 
 
-def _match_in_worker(problems: list[str], solutions: list[str]) -> dict[str, list[Hit | None]]:
-    return _WORKER_INDEX.match(problems, solutions)
-
-
 def _texts(table: pa.Table, column: str) -> list[str]:
-    if column not in table.column_names:
-        raise UserError(f"input has no {column!r} column (columns: {', '.join(table.column_names)})")
     return pc.fill_null(pc.cast(table.column(column), pa.string()), "").to_pylist()
+
+
+def _match_table(index: BenchmarkIndex, table: pa.Table) -> dict[str, list[Hit | None]]:
+    return index.match(_texts(table, "problem"), _texts(table, "solution"))
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    # A pickled slice carries its parent's whole buffers; the IPC format writes only the slice.
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _match_in_worker(payload: bytes) -> dict[str, list[Hit | None]]:
+    # Workers get Arrow IPC bytes and make the Python strings themselves, so the parent neither
+    # converts nor pickles 2 KB strings one by one.
+    return _match_table(_WORKER_INDEX, pa.ipc.open_stream(payload).read_all())
 
 
 class Decontaminator:
@@ -173,18 +185,19 @@ class Decontaminator:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
-    def _run_matchers(self, problems: list[str], solutions: list[str]) -> dict[str, list[Hit | None]]:
-        n, step = len(problems), self.cfg.chunk_rows
+    def _run_matchers(self, table: pa.Table) -> dict[str, list[Hit | None]]:
+        n, step = table.num_rows, self.cfg.chunk_rows
+        table = table.select(["problem", "solution"])
         workers = self.cfg.workers or os.cpu_count() or 1
         if n < self.cfg.parallel_min_rows or workers <= 1:
-            parts = [self.index.match(problems[i : i + step], solutions[i : i + step]) for i in range(0, n, step)]
+            parts = [_match_table(self.index, table.slice(i, step)) for i in range(0, n, step)]
         else:
             if self._pool is None:
                 # "spawn": the caller may be a Prefect flow with threads running; forking those is
                 # unsafe. The index goes to each worker once (initializer), texts once per chunk.
                 self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                                  initializer=_init_worker, initargs=(self.index,))
-            futures = [self._pool.submit(_match_in_worker, problems[i : i + step], solutions[i : i + step])
+            futures = [self._pool.submit(_match_in_worker, _ipc_bytes(table.slice(i, step)))
                        for i in range(0, n, step)]
             parts = [f.result() for f in futures]
         return {name: [hit for part in parts for hit in part[name]] for name in self.index.matchers}
@@ -192,8 +205,10 @@ class Decontaminator:
     def flag(self, table: pa.Table) -> tuple[list[bool], pa.Table]:
         """(keep mask, audit rows of the removed ones) for one table."""
         with timed(self._stats):
-            problems, solutions = _texts(table, "problem"), _texts(table, "solution")
-            hits = self._run_matchers(problems, solutions) if table.num_rows else {}
+            for column in ("problem", "solution"):
+                if column not in table.column_names:
+                    raise UserError(f"input has no {column!r} column (columns: {', '.join(table.column_names)})")
+            hits = self._run_matchers(table) if table.num_rows else {}
             ids = (table.column("id").to_pylist() if "id" in table.column_names
                    else [str(self._stats.rows_in + i) for i in range(table.num_rows)])
             keep, audit = [], []
@@ -214,7 +229,8 @@ class Decontaminator:
                 audit.append({
                     "id": ids[row], "stage": STAGE, "reason": reason, "benchmark": item.benchmark,
                     "benchmark_item": item.item_id, "matcher": first.matcher, "matched_span": first.span,
-                    "problem": problems[row], "solution": solutions[row],
+                    "problem": _texts(table.slice(row, 1), "problem")[0],
+                    "solution": _texts(table.slice(row, 1), "solution")[0],
                 })
             self._stats.rows_in += table.num_rows
             self._stats.rows_out += sum(keep)

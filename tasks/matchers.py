@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -72,9 +73,21 @@ def code_of(text: str) -> str:
     return "\n".join(blocks) if blocks else (text or "")
 
 
+_STEMS: dict[str, str] = {}  # memo: a corpus repeats a small vocabulary millions of times
+
+
 def content_words(text: str) -> list[str]:
     """The minhash matcher's view of prose: words without stop words, crudely stemmed."""
-    return [_stem(w) for w in words(text) if w not in STOP_WORDS]
+    stems = _STEMS
+    out = []
+    for w in words(text):
+        if w in STOP_WORDS:
+            continue
+        stem = stems.get(w)
+        if stem is None:
+            stem = stems[w] = _stem(w) if len(stems) < 1_000_000 else w
+        out.append(stem)
+    return out
 
 
 # --- whitelist ------------------------------------------------------------------------
@@ -211,9 +224,9 @@ class NgramMatcher:
         if self.keys.shape[0] == 0 or not problems:
             return out
         vocab_get = self.vocab.get
-        id_lists = [[vocab_get(w, 0) for w in words(f"{p}\n{s}")] for p, s in zip(problems, solutions)]
+        id_lists = [list(map(vocab_get, words(f"{p}\n{s}"), repeat(0))) for p, s in zip(problems, solutions)]
         lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
-        ids = np.fromiter((i for lst in id_lists for i in lst), dtype=np.int64, count=int(lengths.sum()))
+        ids = np.fromiter(chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
         n = self.n
         if ids.shape[0] < n:
             return out
