@@ -145,3 +145,38 @@ def throughput_callback(writer: MetricsWriter, n_params: int, world_size: int, p
                 writer.write(record)
 
     return ThroughputCallback()
+
+
+def loss_curve(records: list[dict]) -> list[dict]:
+    """One point per step (a resumed run re-logs steps after its checkpoint: the last wins)."""
+    by_step = {r["step"]: r for r in records if r.get("event") == "log" and "loss" in r}
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def plot_loss_curve(records: list[dict], path: str | os.PathLike, title: str = "training loss") -> Path | None:
+    """A PNG of loss (and learning rate) against step; None when there is nothing to plot."""
+    points = loss_curve(records)
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers
+    import matplotlib.pyplot as plt
+
+    steps = [p["step"] for p in points]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(steps, [p["loss"] for p in points], marker="o", markersize=3, label="loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if any("lr" in p for p in points):
+        lr_ax = ax.twinx()
+        lr_ax.plot(steps, [p.get("lr") for p in points], color="tab:orange", alpha=0.6, label="learning rate")
+        lr_ax.set_ylabel("learning rate")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -89,8 +89,30 @@ def deepspeed_config(path: str, offload: str) -> dict:
     return config
 
 
+def die_with_launcher() -> None:
+    """Ask Linux to SIGTERM this rank when its launcher dies.
+
+    torchrun starts each rank in a session of its own, so killing the launcher's process
+    group (a cancelled flow run, a SIGKILL) would otherwise leave orphaned ranks training
+    on, holding GPUs and writing into the run directory.
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+    if os.getppid() == 1:  # the launcher died before we asked
+        raise SystemExit("launcher exited before this rank started")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    die_with_launcher()
     output_dir = Path(args.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
     final_dir = output_dir / "final"
