@@ -46,6 +46,16 @@ class BenchmarkItem:
         return [text for k, text in self.texts if k == kind]
 
 
+_FAMILY = re.compile(r"(humaneval|mbpp)\D*(\d+)", re.I)
+
+
+def problem_family(item: BenchmarkItem) -> str:
+    """The original problem an item derives from: HumanEval/0, its HumanEval+ version and its
+    MultiPL-E translations are one family; so are the MBPP variants of one task id."""
+    m = _FAMILY.search(item.item_id)
+    return f"{m.group(1).lower()}:{int(m.group(2))}" if m else f"{item.benchmark}:{item.item_id}"
+
+
 @dataclass
 class LoadedBenchmark:
     name: str

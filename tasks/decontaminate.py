@@ -51,7 +51,7 @@ class DecontaminationConfig(BaseModel):
     ngram_n: int = Field(13, ge=3)
     ngram_min_count: int = Field(8, ge=1, description="flag when this many distinct n-grams of one item are shared")
     ngram_min_ratio: float = Field(0.5, gt=0, le=1, description="...or this fraction of one item's n-grams")
-    ngram_max_items: int = Field(5, ge=1, description="an n-gram in more items than this is boilerplate, ignored")
+    ngram_max_items: int = Field(5, ge=1, description="an n-gram in more problems than this is boilerplate, ignored")
     # MinHash near match
     minhash_threshold: float = Field(0.5, gt=0, le=1, description="estimated Jaccard to flag a row")
     minhash_num_perm: int = Field(128, ge=16)
@@ -206,7 +206,7 @@ class Decontaminator:
         """(keep mask, audit rows of the removed ones) for one table."""
         with timed(self._stats):
             for column in ("problem", "solution"):
-                if column not in table.column_names:
+                if table.num_rows and column not in table.column_names:  # an empty table may have no columns
                     raise UserError(f"input has no {column!r} column (columns: {', '.join(table.column_names)})")
             hits = self._run_matchers(table) if table.num_rows else {}
             ids = (table.column("id").to_pylist() if "id" in table.column_names

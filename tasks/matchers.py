@@ -28,7 +28,7 @@ from itertools import chain, repeat
 import numpy as np
 
 from tasks import minhash
-from tasks.benchmarks import CODE, PROBLEM, SOLUTION, TEST, BenchmarkItem
+from tasks.benchmarks import CODE, PROBLEM, SOLUTION, TEST, BenchmarkItem, problem_family
 
 SUBSTRING, NGRAM, MINHASH = "substring", "ngram", "minhash"
 MATCHERS = (SUBSTRING, NGRAM, MINHASH)
@@ -210,8 +210,16 @@ class NgramMatcher:
         else:
             key_col, item_col = np.zeros(0, np.uint64), np.zeros(0, np.int64)
         # Boilerplate n-grams ("write a python function to check whether the given ...") that
-        # many items share say nothing about which item a sample copied: drop them.
-        uniq, first, counts = np.unique(key_col, return_index=True, return_counts=True)
+        # many problems share say nothing about which item a sample copied: drop them. Counted
+        # per problem family, so HumanEval/0's n-grams are not boilerplate merely because
+        # HumanEval+ and eight MultiPL-E translations repeat them.
+        families = {f: n for n, f in enumerate(sorted({problem_family(it) for it in items}))}
+        family_of = np.array([families[problem_family(it)] for it in items], dtype=np.int64)
+        if key_col.shape[0]:
+            per_family = np.unique(np.stack([key_col.view(np.int64), family_of[item_col]]), axis=1)[0]
+            uniq, counts = np.unique(per_family.view(np.uint64), return_counts=True)
+        else:
+            uniq, counts = key_col, np.zeros(0, np.int64)
         common = uniq[counts > max_items_per_ngram]
         keep = ~np.isin(key_col, common)
         key_col, item_col = key_col[keep], item_col[keep]

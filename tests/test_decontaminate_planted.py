@@ -299,3 +299,23 @@ def test_python_stdlib_functions_are_not_flagged(shared_benchmarks):
     assert len(rows) > 300
     kept, audit, _ = _run(rows, _config(shared_benchmarks, ["substring", "ngram", "minhash"]))
     assert not audit, {k: (v["matcher"], v["benchmark_item"], v["matched_span"]) for k, v in audit.items()}
+
+
+def test_translations_of_a_problem_do_not_make_its_ngrams_boilerplate(shared_benchmarks, tmp_path):
+    """MultiPL-E repeats each HumanEval docstring in many languages; the n-gram matcher counts
+    shared n-grams per problem family, so loading it must not hide HumanEval/12."""
+    root = tmp_path / "bench"
+    (root / "MultiPL-E").mkdir(parents=True)
+    (root / "HumanEval.jsonl.gz").symlink_to(shared_benchmarks / "HumanEval.jsonl.gz")
+    docstring = ("Out of list of strings, return the longest one. Return the first one in case of multiple\n"
+                 "strings of the same length. Return None in case the input list is empty.")
+    for lang in ("cpp", "java", "ts", "sh", "cs", "rs", "php", "swift"):
+        comment = "\n".join("// " + line for line in docstring.splitlines())
+        (root / "MultiPL-E" / f"humaneval-{lang}.jsonl").write_text(json.dumps(
+            {"name": "HumanEval_12_longest", "language": lang, "prompt": comment + "\nfunction longest(strings) {\n"}
+        ) + "\n")
+    cfg = DecontaminationConfig(benchmarks=["humaneval", "multipl_e"], benchmark_dir=str(root), allow_hub=False,
+                                matchers=["ngram"])
+    kept, audit, stats = _run([RENAMED_DOCSTRING] + CLEAN, cfg)
+    assert stats.extra["loaded"]["multipl_e"]["items"] == 8
+    assert RENAMED_DOCSTRING["id"] in audit and RENAMED_DOCSTRING["id"] not in kept
