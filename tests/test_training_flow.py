@@ -226,3 +226,41 @@ def test_launch_command_single_node_and_hostfile(tmp_path):
     assert multi[1:3] == ["-m", "deepspeed.launcher.runner"]
     assert multi[multi.index("--hostfile") + 1] == "/etc/hosts.ds" and multi[multi.index("--num_gpus") + 1] == "8"
     assert "--cpu" not in multi
+
+
+def test_cli_rejects_bad_input_in_one_line(tmp_path, capsys):
+    from ossforge.cli import main as cli_main
+
+    write_toy_dataset(tmp_path / "ds", n=8)
+    cases = [
+        (["--dataset", str(tmp_path / "nope")], "no manifest.json"),
+        (["--dataset", str(tmp_path / "ds"), "--model", str(tmp_path / "no-model")], "not found"),
+        (["--dataset", str(tmp_path / "ds"), "--offload", "gpu"], "invalid setting offload"),
+        (["--dataset", str(tmp_path / "ds"), "--continue-from", str(tmp_path)], "not a saved model"),
+    ]
+    for args, message in cases:
+        assert cli_main(["train", *args, "--output-dir", str(tmp_path / "run"), "--cpu"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_cli_continues_a_model_on_mixed_datasets(prefect_server, tmp_path, capsys):
+    """The 'S' recipe's second stage from the command line: start from a trained model, two datasets."""
+    from ossforge.cli import main as cli_main
+    from training.tiny import build_tiny_model
+
+    stage_one = build_tiny_model(tmp_path / "stage-one")  # stands in for a first-stage final model
+    write_toy_dataset(tmp_path / "oss", n=16)
+    write_toy_dataset(tmp_path / "evol", n=8, offset=50)
+    code = cli_main([
+        "train", "--dataset", str(tmp_path / "oss"), "--dataset", str(tmp_path / "evol"),
+        "--continue-from", str(stage_one), "--output-dir", str(tmp_path / "run"),
+        "--nproc", "1", "--cpu", "--max-steps", "3", "--save-steps", "0",
+        "--global-batch-size", "8", "--micro-batch-size", "8", "--max-length", "128",
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err[-3000:]
+    assert "trained 3 steps" in capsys.readouterr().out
+    start = next(r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["event"] == "start")
+    assert start["model"] == str(stage_one) and start["data"]["rows_in"] == 24 and start["world_size"] == 1
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
