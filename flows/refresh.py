@@ -387,6 +387,10 @@ def _clean(config: RefreshConfig, summaries: list[dict]) -> tuple[pa.Table, dict
     if config.near_dedup is not None:
         pairs, audit, near_stats = near_dedup(pairs, config.near_dedup)
         stats["near_dedup"], audits["near_dedup"] = near_stats.as_dict(), audit
+    elif "id" in pairs.column_names:  # without near-dedup every row is its own cluster
+        pairs = pairs.append_column("cluster_id", pairs["id"]).append_column(
+            "cluster_size", pa.array([1] * pairs.num_rows, pa.int32())
+        )
     if config.decontamination is not None:
         pairs, audit, decon_stats = decontaminate(pairs, config.decontamination)
         stats["decontaminate"], audits["decontaminate"] = decon_stats.as_dict(), audit
