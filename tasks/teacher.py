@@ -34,6 +34,7 @@ import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ossforge import progress as progress_channel
 from ossforge.errors import UserError
 from tasks.prompts import SYSTEM_PROMPT, build_messages, response_format
 from tasks.stats import StageStats
@@ -57,6 +58,7 @@ PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
     "gpt-4.1": (2.00, 8.00),
 }
 
+PROGRESS_COUNTER = "teacher replies"  # the ossforge.progress counter this session advances
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -249,7 +251,10 @@ def _utc_from_us(us: int) -> datetime:
 class TeacherSession:
     """`async with TeacherSession(cfg, cache_path=...) as s: replies, stats = await s.complete_shard(seeds)`.
 
-    progress: called with every finished reply (cache hits included), e.g. a rich bar.
+    Every finished reply (cache hits included) advances the "teacher replies" counter of
+    `ossforge.progress` (the CLI's rich bar listens there); set `expected_replies` to the
+    run's seed count for a true total, else the total grows as shards start.
+    progress: also called with every finished reply, for callers that want the reply.
     permits: a `BatchedPermits` taken before every request attempt, for a limit shared
       between processes (a Prefect global rate limit, fetched a batch at a time).
     """
@@ -282,6 +287,8 @@ class TeacherSession:
         self.totals = StageStats("teacher")
         self._totals_tally = _ShardTally()
         self._started = time.perf_counter()
+        self.expected_replies: int | None = None
+        self._replies_declared = 0
 
     @property
     def encoding(self) -> str:
@@ -477,15 +484,21 @@ class TeacherSession:
                 raise
             finally:
                 del self._inflight[req.key]
+        self._report(reply)
+        return reply
+
+    def _report(self, reply: TeacherReply) -> None:
+        progress_channel.report(PROGRESS_COUNTER, 1)
         if self.progress is not None:
             self.progress(reply)
-        return reply
 
     # ------------------------------------------------------------------ shards
     async def complete_shard(self, seeds: pa.Table) -> tuple[list[TeacherReply], StageStats]:
         """One reply per seed row, in row order, and the shard's "teacher" StageStats."""
         started = time.perf_counter()
         stats = StageStats("teacher", rows_in=seeds.num_rows)
+        self._replies_declared += seeds.num_rows
+        progress_channel.report(PROGRESS_COUNTER, 0, total=max(self.expected_replies or 0, self._replies_declared))
         tally = _ShardTally()
         indexes = seeds.column("seed_index").to_pylist()
         snippets = seeds.column("seed").to_pylist()
@@ -505,8 +518,7 @@ class TeacherSession:
             tally.cached_in += row.prompt_tokens
             tally.cached_out += row.completion_tokens
             self.budget.charge(row.prompt_tokens, row.completion_tokens)  # the dataset's spend, paid earlier
-            if self.progress is not None:
-                self.progress(reply)
+            self._report(reply)
 
         tasks = [asyncio.ensure_future(self._one(req, tally)) for _, req in to_send]
         try:

@@ -27,9 +27,10 @@ class SlidingWindowLimiter:
             raise ValueError("tpm must be positive")
         self.rpm = rpm
         self.tpm = tpm
-        # The margin covers the gap between admitting a request here and its arrival at
-        # the server, so the server's own count of any window stays within the limits.
-        self.window_s = window_s + max(0.05, 0.01 * window_s)
+        # The margin covers the gap between admitting a request here and the server
+        # stamping its arrival (network, a busy server working through a burst), so the
+        # server's own count of any window stays within the limits. 0.6 s of a minute.
+        self.window_s = window_s + max(0.25, 0.01 * window_s)
         self._sent: deque[tuple[float, int]] = deque()  # (admitted at, tokens)
         self._tokens_in_window = 0
         self._lock = asyncio.Lock()  # waiters queue in arrival order
