@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,9 +65,19 @@ def _child_command() -> list[str]:
     global _child_source
     if _child_source is None:
         _child_source = CHILD_SOURCE_PATH.read_text()
-    # -s: no user site-packages; -B: no .pyc writes. Not -I/-E: PYTHONHASHSEED must reach the
-    # child (set iteration order must match between the canonical run and the sample's run).
-    return [sys.executable, "-s", "-B", "-c", _child_source]
+    # -S: skip `site` (half of the start-up time here, mostly .pth files such as editable
+    # installs); the child puts site-packages on sys.path itself. -B: no .pyc writes. Not
+    # -I/-E: PYTHONHASHSEED must reach the child (set iteration order must match between
+    # the canonical run and the sample's run).
+    return [sys.executable, "-S", "-B", "-c", _child_source]
+
+
+def _site_packages() -> list[str]:
+    """This interpreter's site-packages, so samples can import what the evaluator has (numpy...)."""
+    import site
+
+    paths = site.getsitepackages() if hasattr(site, "getsitepackages") else []
+    return [p for p in paths if os.path.isdir(p)]
 
 
 def _child_env(workdir: str) -> dict:
@@ -110,7 +121,7 @@ def run_sandboxed(
     its own: "timeout" (wall clock), "killed" (by a signal, e.g. SIGKILL from RLIMIT_CPU or
     the sample killing itself), "no_result" (exited without answering).
     """
-    job = {**job, "limits": limits.as_child_limits(timeout)}
+    job = {**job, "limits": limits.as_child_limits(timeout), "site_packages": _site_packages()}
     job.setdefault("guards", ALL_GUARDS)
     payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
     workdir = tempfile.mkdtemp(prefix="ossforge-sandbox-", dir=tmp_root)
@@ -126,15 +137,10 @@ def run_sandboxed(
             start_new_session=True,  # its own process group, so one killpg reaches every descendant
             close_fds=True,
         )
-        try:
-            out, _ = proc.communicate(payload, timeout=timeout + limits.startup_seconds)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
-            proc.communicate()
+        out, timed_out = _exchange(proc, payload, timeout + limits.startup_seconds)
+        if timed_out:
             return {"error": "timeout", "detail": "wall-clock limit exceeded", "passed": False,
                     "seconds": time.perf_counter() - start}  # fmt: skip
-        finally:
-            _kill_group(proc.pid)  # anything the sample left running
         seconds = time.perf_counter() - start
         if proc.returncode < 0:
             return {"error": "killed", "detail": f"killed by {_signal_name(proc.returncode)}", "passed": False,
@@ -149,6 +155,41 @@ def run_sandboxed(
         return result
     finally:
         _remove_tree(workdir)
+
+
+def _exchange(proc: subprocess.Popen, payload: bytes, timeout: float) -> tuple[bytes, bool]:
+    """Send the job, collect the result, and kill the process group once the child is done.
+
+    Not `communicate()`: that waits for EOF on stdout, which a leftover grandchild holding
+    the pipe would delay until the timeout. Here the end of the child itself is what counts.
+    """
+    chunks: list[bytes] = []
+
+    def send():
+        try:
+            proc.stdin.write(payload)
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):  # the child died before reading its job
+            pass
+
+    def receive():
+        for block in iter(lambda: proc.stdout.read(1 << 20), b""):
+            chunks.append(block)
+
+    threads = [threading.Thread(target=send, daemon=True), threading.Thread(target=receive, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        proc.wait(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    _kill_group(proc.pid)  # the sample's leftovers, or the sample itself on timeout
+    proc.wait()
+    for t in threads:
+        t.join(timeout=10)
+    proc.stdout.close()
+    return b"".join(chunks), timed_out
 
 
 def _remove_tree(path: str) -> None:

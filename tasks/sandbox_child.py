@@ -5,8 +5,9 @@ writes one job (a pickle) to its stdin and reads one result (a pickle) from its 
 Everything that can go wrong inside (a crash, a hang, a kill) is the parent's to notice;
 everything that can be caught here becomes an error kind in the result.
 
-Order matters: read the job, set resource limits, cut the network, install the seccomp
-filter, then disable destructive Python functions, and only then run untrusted code.
+Order matters: read the job, set resource limits, install the seccomp filter (or, where
+the kernel refuses one, cut the network with an empty network namespace), then disable
+destructive Python functions, and only then run untrusted code.
 The guards stop the accidents generated code makes (a stray `rmtree`, a fork bomb, an
 endless loop, a huge list); they are not a wall against a determined attacker, who could
 still reach files the user can write. For that, run the evaluation in a container.
@@ -174,7 +175,7 @@ def _disable(obj, names):
 
 
 _OS_DISABLED = [
-    "kill", "killpg", "fork", "forkpty", "system", "popen", "putenv", "unsetenv", "_exit", "abort",
+    "kill", "killpg", "fork", "forkpty", "system", "popen", "_exit", "abort",  # not putenv: numpy needs it
     "remove", "removedirs", "rmdir", "unlink", "rename", "renames", "replace", "truncate", "ftruncate",
     "chmod", "fchmod", "lchmod", "chown", "fchown", "lchown", "chroot", "chdir", "fchdir",
     "setuid", "setgid", "seteuid", "setegid", "setreuid", "setregid", "setsid", "setpgid",
@@ -341,7 +342,9 @@ def outputs_match(out, exp, inp, atol, dataset, entry_point):
         elif entry_point in MBPP_NOT_NONE:
             exact = out == exp if isinstance(out, bool) else exp == (out is not None)
     elif dataset == "humaneval" and entry_point == "find_zero":
-        return abs(_poly(*inp, out)) <= atol
+        # Any root will do. The canonical root itself is also accepted: on Python 3.12, whose
+        # float sum() is compensated, its residual can exceed atol (HumanEval/32 plus #119).
+        return abs(_poly(*inp, out)) <= atol or (isinstance(out, float) and _allclose(out, exp, max(atol, _FLOAT_ATOL)))
     if atol == 0 and _is_floats(exp):
         atol = _FLOAT_ATOL
     if exact:
@@ -435,6 +438,7 @@ _MODES = {"io": _run_io, "check": _run_check, "oracle": _run_oracle}
 def main():
     result_fd = os.dup(1)
     job = pickle.load(sys.stdin.buffer)
+    sys.path.extend(job.get("site_packages", ()))  # started with -S: no .pth processing
     if job.get("expected_path"):  # the canonical outputs, from this program's own cache
         with open(job["expected_path"], "rb") as fh:
             job["expected"] = pickle.load(fh)
@@ -456,10 +460,12 @@ def main():
     layers = job.get("guards", ("rlimits", "netns", "seccomp", "reliability_guard"))
     if "rlimits" in layers:
         _resource_limits(job["limits"], guards)
-    if "netns" in layers:
-        _cut_network(libc, guards)
     if "seccomp" in layers:
         _install_seccomp(libc, guards)
+    # The seccomp filter already refuses every non-Unix socket; a network namespace (~25 ms
+    # per sample) is the fallback where seccomp is not permitted.
+    if "netns" in layers and "seccomp" not in guards:
+        _cut_network(libc, guards)
     if "reliability_guard" in layers:
         _reliability_guard(guards)
     timer = _Timer()
