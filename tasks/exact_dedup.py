@@ -57,4 +57,4 @@ class ExactDeduper:
         self.stats.rows_out += len(keep)
         if audit:
             self.stats.drop(self.REASON, len(audit))
-        return table.take(keep), audit
+        return table.take(pa.array(keep, type=pa.int64())), audit

@@ -42,7 +42,7 @@ def test_refresh_through_the_local_teacher(prefect_server, tmp_path):
         out = tmp_path / "ds"
         result = subprocess.run(
             [sys.executable, "-m", "ossforge.cli", "refresh", "--num-seeds", "3", "--teacher-base-url", url,
-             "--output-dir", str(out), "--concurrency", "2", "--output-format", "json",
+             "--output-dir", str(out), "--concurrency", "2", "--output-format", "json", "--json-response-format", "json_object",
              "--context-size", str(local_teacher.CONTEXT_SIZE), "--max-reply-tokens", "160",
              "--no-near-dedup", "--no-decontaminate", "--no-progress"],
             capture_output=True, text=True, timeout=600, env=os.environ.copy(),

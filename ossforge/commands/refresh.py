@@ -58,6 +58,8 @@ def build_config(
     teacher = data.setdefault("teacher", {})
     teacher.setdefault("base_url", LOCAL_TEACHER_URL)
     teacher.setdefault("model", LOCAL_TEACHER_MODEL)
+    if teacher["base_url"] == LOCAL_TEACHER_URL:  # llama.cpp takes its JSON schema as json_object
+        teacher.setdefault("json_response_format", "json_object")
     data.setdefault("seeds", {}).setdefault("num_seeds", 100)
     try:
         return RefreshConfig.model_validate(data)
@@ -77,6 +79,9 @@ def refresh(
     seed: Optional[int] = typer.Option(None, help="random seed for snippet sampling (default 976)"),
     shard_size: Optional[int] = typer.Option(None, min=1, help="max rows per Parquet shard"),
     output_format: Optional[str] = typer.Option(None, help="sections (the paper's) | json"),
+    json_response_format: Optional[str] = typer.Option(
+        None, help="json mode's response_format: json_schema (OpenAI, vLLM) | json_object (llama.cpp) | none"
+    ),
     api_key_env: Optional[str] = typer.Option(None, help="name of the env var holding the API key"),
     api_key_secret_block: Optional[str] = typer.Option(None, help="Prefect Secret block holding the API key"),
     temperature: Optional[float] = typer.Option(None, help="teacher temperature (paper: 0)"),
@@ -116,6 +121,7 @@ def refresh(
         "teacher.model": teacher_model,
         "teacher.concurrency": concurrency,
         "teacher.output_format": output_format,
+        "teacher.json_response_format": json_response_format,
         "teacher.api_key_env": api_key_env,
         "teacher.api_key_secret_block": api_key_secret_block,
         "teacher.temperature": temperature,
