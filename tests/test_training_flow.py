@@ -88,7 +88,14 @@ def test_flow_trains_zero3_on_two_cpu_ranks_and_resumes_after_a_kill(prefect_ser
     from flows.train import train_flow
 
     write_toy_dataset(tmp_path / "ds", n=64)
-    cfg = toy_config(tmp_path)
+    # Evaluate the final model too (a smoke run: 2 HumanEval problems), as run_evaluation does.
+    eval_options = {"max_new_tokens": 16, "cache_dir": str(tmp_path / "eval-cache")}
+    shared = REPO.parent / "shared" / "benchmarks"
+    if shared.is_dir():
+        eval_options["benchmark_dir"] = str(shared)
+    cfg = toy_config(
+        tmp_path, run_evaluation=True, eval_benchmarks=["humaneval"], eval_limit=2, eval_options=eval_options
+    )
     run_dir = Path(cfg.output_dir)
 
     stop, killed = threading.Event(), []
@@ -143,6 +150,9 @@ def test_flow_trains_zero3_on_two_cpu_ranks_and_resumes_after_a_kill(prefect_ser
     assert {SUMMARY_KEY, CURVE_KEY, METRICS_KEY} <= set(by_key)
     assert "data:image/png;base64," in by_key[CURVE_KEY].data
     assert "final_loss" in by_key[SUMMARY_KEY].data
+    # The evaluation flow ran on the final model.
+    assert result["evaluation"]["problems_scored"] == 2
+    assert (run_dir / "eval" / "summary.json").exists()
     fine_tune_runs = [t for t in task_runs if t.flow_run_id == flow_run.id and t.name.startswith("fine-tune")]
     assert fine_tune_runs and fine_tune_runs[0].run_count == 2  # one retry
 
