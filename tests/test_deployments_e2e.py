@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from ossforge.fake_teacher import FakeTeacher
@@ -222,15 +223,50 @@ def test_scheduled_run_with_no_new_seeds_sends_nothing_and_publishes_no_version(
     assert os.readlink(versioned_root / "latest") == "versions/0001"
 
 
+def test_a_run_with_new_seeds_pays_only_for_them_and_chains_training(main_worker, teacher, versioned_root):
+    server, url = teacher
+    before = server.counters.requests
+    params = versioned_params(versioned_root, url)
+    params["config"]["refresh"]["seeds"]["num_seeds"] = 16
+    params["config"]["train_deployment"] = "train/gpu"
+    params["config"]["train_parameters"] = {"output_dir": str(versioned_root.parent / "train"), "cpu": True}
+    flow_run = trigger(VERSIONED, params)
+    assert flow_run.state.is_completed(), (flow_run.state, main_worker.log())
+
+    record = json.loads((versioned_root / "latest" / "version.json").read_text())
+    assert record["version"] == "0002" and record["parent"] == "0001"
+    assert 0 < record["new_seeds"] < 16
+    assert server.counters.requests - before == record["new_seeds"]  # earlier versions' seeds are not re-sent
+    assert server.counters.repeats == 0
+    first = pq.read_table(versioned_root / "versions" / "0001" / "data")["seed"].to_pylist()
+    second = pq.read_table(versioned_root / "versions" / "0002" / "data")["seed"].to_pylist()
+    assert not set(first) & set(second)
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    async def training_runs():
+        async with get_client() as client:
+            dep = await client.read_deployment_by_name("train/gpu")
+            return await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[dep.id]))
+            )
+
+    (train_run,) = run(training_runs())  # waits in the GPU pool's queue: no GPU worker here
+    assert train_run.parameters["cfg"]["datasets"] == record["lineage"]
+    assert train_run.state.is_scheduled()
+
+
 def test_refresh_spread_over_two_shard_workers_runs_each_shard_once(main_worker, teacher, tmp_path):
     server, url = teacher
     before = server.counters.requests
     out = tmp_path / "multi"
-    workers = [Worker(tmp_path, "shards", f"shard-{w}", limit=2) for w in "ab"]
+    # One run at a time each: with two shards, each worker must take one.
+    workers = [Worker(tmp_path, "shards", f"shard-{w}", limit=1) for w in "ab"]
     try:
         params = {"config": {
             "output_dir": str(out),
-            "seeds": {"num_seeds": 16, "random_seed": 7},
+            "seeds": {"num_seeds": 8, "random_seed": 7},
             "teacher": teacher_config(url, concurrency=2),
             "generation_shard_size": 4,
             "near_dedup": None,
@@ -247,10 +283,10 @@ def test_refresh_spread_over_two_shard_workers_runs_each_shard_once(main_worker,
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["accounting"]["balanced"]
     summaries = [json.loads(p.read_text()) for p in sorted((out / ".work" / "summaries").glob("*.json"))]
-    assert len(summaries) == 4
+    assert len(summaries) == 2
     assert {s["worker"] for s in summaries} == {"shard-a", "shard-b"}
     # Every seed crossed the wire once: no shard ran twice.
-    assert server.counters.requests - before == manifest["stages"]["seeds"]["out"] == 16
+    assert server.counters.requests - before == manifest["stages"]["seeds"]["out"] == 8
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
@@ -265,6 +301,6 @@ def test_refresh_spread_over_two_shard_workers_runs_each_shard_once(main_worker,
             return runs, limit
 
     runs, limit = run(shard_runs())
-    assert Counter(r.name for r in runs) == Counter({f"shard-{i:05d}": 1 for i in range(4)})
+    assert Counter(r.name for r in runs) == Counter({f"shard-{i:05d}": 1 for i in range(2)})
     assert all(r.state.is_completed() for r in runs)
     assert limit.limit == 6000 and limit.slot_decay_per_second == pytest.approx(100.0)
