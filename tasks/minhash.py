@@ -413,8 +413,23 @@ def _signatures_of_hashes(hashes: np.ndarray, counts: np.ndarray, num_perm: int,
 _TEXTS_PER_PASS = 256
 
 
+def _as_texts(chunk) -> list[str]:
+    """A chunk is a sequence of str, or an Arrow table whose columns are joined per row by
+    newlines (sending Arrow buffers to a worker is cheaper for the parent than Python str)."""
+    if not hasattr(chunk, "column_names"):
+        return list(chunk)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = [pc.fill_null(pc.cast(chunk[name], pa.string()), "").to_pylist() for name in chunk.column_names]
+    if len(columns) == 1:
+        return columns[0]
+    return ["\n".join(parts) for parts in zip(*columns)]
+
+
 def _signature_chunk(args) -> np.ndarray:
     texts, num_perm, ngram, seed, canonicalize_identifiers, scheme = args
+    texts = _as_texts(texts)
     out = np.empty((len(texts), num_perm), dtype=signature_dtype(scheme))
     for lo in range(0, len(texts), _TEXTS_PER_PASS):
         hashes, counts = batch_shingle_hashes(texts[lo : lo + _TEXTS_PER_PASS], ngram, canonicalize_identifiers)
@@ -460,16 +475,19 @@ def signature_chunks(
     pool: Executor | None = None,
 ) -> Iterator[np.ndarray]:
     """Signatures of a stream of text chunks, in order, in `pool` (or `workers` new processes).
+    A chunk is a sequence of str or an Arrow table (its columns joined per row by newlines).
 
     Streaming keeps only a few chunks of text in memory, so a million documents need
     memory for their signatures, not their text.
     """
-    args = ((list(c), num_perm, ngram, seed, canonicalize_identifiers, scheme) for c in chunks)
+    args = ((c if hasattr(c, "column_names") else list(c), num_perm, ngram, seed, canonicalize_identifiers, scheme)
+            for c in chunks)
     return map_chunks(_signature_chunk, args, workers, pool)
 
 
 def _shingle_set_chunk(args) -> list[np.ndarray]:
     texts, ngram, canonicalize_identifiers = args
+    texts = _as_texts(texts)
     hashes, counts = batch_shingle_hashes(texts, ngram, canonicalize_identifiers)
     return [np.unique(part) for part in np.split(hashes, np.cumsum(counts)[:-1])]
 
@@ -482,7 +500,8 @@ def shingle_set_chunks(
     pool: Executor | None = None,
 ) -> Iterator[list[np.ndarray]]:
     """Per text chunk, the sorted unique shingle hashes of each text (for exact Jaccard)."""
-    return map_chunks(_shingle_set_chunk, ((list(c), ngram, canonicalize_identifiers) for c in chunks), workers, pool)
+    args = ((c if hasattr(c, "column_names") else list(c), ngram, canonicalize_identifiers) for c in chunks)
+    return map_chunks(_shingle_set_chunk, args, workers, pool)
 
 
 @contextmanager

@@ -95,6 +95,14 @@ def document_texts(table: pa.Table, fields: Sequence[str]) -> list[str]:
     return ["\n".join(parts) for parts in zip(*columns)]
 
 
+def _text_columns(chunk: pa.Table, fields: Sequence[str]) -> pa.Table:
+    """The compared columns as a table (workers join them, see tasks.minhash._as_texts)."""
+    missing = [f for f in fields if f not in chunk.column_names]
+    if missing:
+        raise UserError(f"near-dedup fields {missing} are not columns of the input (columns: {chunk.column_names})")
+    return chunk.select(list(fields))
+
+
 def representative_rank(ids: Sequence[str], seed_index: np.ndarray | None) -> np.ndarray:
     """rank[i] = position of row i in keep-preference order: seed_index (if any), then id."""
     keys = [("id", "ascending")]
@@ -120,7 +128,7 @@ def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig, p
             lo, hi = np.searchsorted(wanted, [offset, offset + chunk.num_rows])
             if hi > lo:
                 order.append(wanted[lo:hi])
-                yield document_texts(chunk.take(pa.array(wanted[lo:hi] - offset, pa.int64())), cfg.fields)
+                yield _text_columns(chunk.take(pa.array(wanted[lo:hi] - offset, pa.int64())), cfg.fields)
             offset += chunk.num_rows
 
     sets: dict[int, np.ndarray] = {}
@@ -133,6 +141,16 @@ def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig, p
         a, b = sets[i], sets[j]
         inter = np.intersect1d(a, b, assume_unique=True).size
         out[k] = inter / (a.size + b.size - inter) if (a.size + b.size) else 0.0
+    return out
+
+
+def _pair_estimates(left: np.ndarray, right: np.ndarray, pairs: np.ndarray, batch: int = 1 << 16) -> np.ndarray:
+    """MinHash Jaccard estimate of left[i] vs right[j] for each (i, j), in batches so that
+    a million pairs do not need two million signature copies at once."""
+    out = np.empty(len(pairs))
+    for lo in range(0, len(pairs), batch):
+        part = pairs[lo : lo + batch]
+        out[lo : lo + batch] = estimated_jaccard(left[part[:, 0]], right[part[:, 1]])
     return out
 
 
@@ -248,7 +266,7 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
             has_seed_index.append(usable)
             if usable:
                 seed_index.append(pc.fill_null(chunk["seed_index"], np.iinfo(np.int64).max).to_numpy().astype(np.int64))
-            yield document_texts(chunk, cfg.fields)
+            yield _text_columns(chunk, cfg.fields)
 
     n_rows = getattr(source, "num_rows", lambda: None)()
     # One process pool for both phases that need one (signatures, exact Jaccard), and none
@@ -291,7 +309,7 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
         # estimate: +-0.18) get the exact Jaccard of their shingle sets when both texts are here.
         t0 = time.perf_counter()
         candidates = len(pairs) + len(redis_pairs)
-        similarity = estimated_jaccard(all_sigs[pairs[:, 0]], all_sigs[pairs[:, 1]]) if len(pairs) else np.zeros(0)
+        similarity = _pair_estimates(all_sigs, all_sigs, pairs)
         exact_checked = 0
         if cfg.verify_jaccard and len(pairs):
             margin = 4 * np.sqrt(0.25 / cfg.num_perm)
@@ -301,8 +319,7 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
                 exact_checked = int(unsure.sum())
         edges = pairs[similarity >= cfg.threshold]
         if len(redis_pairs):
-            est = estimated_jaccard(redis_sigs[redis_pairs[:, 0]], sigs[redis_pairs[:, 1] - n_pub])
-            keep = est >= cfg.threshold
+            keep = _pair_estimates(redis_sigs, sigs, redis_pairs - [0, n_pub]) >= cfg.threshold
             edges = np.concatenate([edges, np.stack([redis_pairs[keep, 0] + n_pub + n, redis_pairs[keep, 1]], axis=1)])
         verify_seconds = time.perf_counter() - t0
         del all_sigs
