@@ -121,3 +121,22 @@ def test_summarize_pass_at_1():
     assert summary["humaneval"] == {"problems": 2, "pass@1": 0.5, "passed": 1, "errors": {"timeout": 1}}
     assert summary["mbpp+"]["pass@1"] == 0.5 and summary["mbpp+"]["plus_pass@1"] == 0.25
     assert summary["mbpp+"]["errors"] == {"wrong_answer": 2, "syntax_error": 1}
+
+
+def test_a_model_answering_with_the_canonical_solution_scores_full_marks(shared_benchmarks, tmp_path):
+    """The path completion -> extraction -> sandbox loses nothing: canonical answers, written
+    the way a model continues each prompt's response prefix, all pass."""
+    from tasks.evaluation import ScoreConfig, score_programs
+
+    problems = []
+    completions = []
+    for name in ("humaneval", "humaneval+", "mbpp+"):
+        for p in load_benchmark(name, shared_benchmarks, tmp_path, limit=6):
+            problems.append(p)
+            # HumanEval: the body continues the prompt; MBPP+: the whole solution. Then the fence closes.
+            completions.append(p.canonical_solution.lstrip("\n") + "\n```\nThis solves it.")
+    programs = [program_for(p, c) for p, c in zip(problems, completions)]
+    rows = score_programs(problems, programs, ScoreConfig(cache_dir=tmp_path))
+    summary = summarize(rows)
+    assert summary["humaneval"]["pass@1"] == 1.0
+    assert summary["humaneval+"]["plus_pass@1"] == 1.0 and summary["mbpp+"]["plus_pass@1"] == 1.0
