@@ -304,3 +304,46 @@ def test_refresh_spread_over_two_shard_workers_runs_each_shard_once(main_worker,
     assert Counter(r.name for r in runs) == Counter({f"shard-{i:05d}": 1 for i in range(2)})
     assert all(r.state.is_completed() for r in runs)
     assert limit.limit == 6000 and limit.slot_decay_per_second == pytest.approx(100.0)
+
+
+@pytest.fixture
+def webhook():
+    """A loopback HTTP endpoint that records the JSON bodies POSTed to it."""
+    import http.server
+    import threading
+
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+
+
+def test_a_failed_run_notifies_through_the_automation(main_worker, teacher, webhook, tmp_path):
+    _, url = teacher
+    hook_url, received = webhook
+    setup = subprocess.run([sys.executable, "deployments/notify_on_failure.py", "--webhook-url", hook_url],
+                           cwd=REPO, env=prefect_env(), capture_output=True, text=True, timeout=120)
+    assert setup.returncode == 0, setup.stderr[-2000:]
+    params = {"config": {"output_dir": str(tmp_path / "x"), "seeds": {"source": str(tmp_path / "no-such-corpus")},
+                         "teacher": teacher_config(url)}}
+    flow_run = trigger(ONCE, params)
+    assert flow_run.state.is_failed(), flow_run.state
+    deadline = time.monotonic() + 90
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert received, "the automation sent no notification"
+    text = received[0]["text"]
+    assert flow_run.name in text and "Failed" in text and "oss-instruct-refresh" in text
+    assert hook_url not in text
+
