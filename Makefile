@@ -9,7 +9,7 @@ WHEELS := .cache/wheels
 PREFECT_PORT ?= 4200
 PREFECT_API := http://127.0.0.1:$(PREFECT_PORT)/api
 DEMO_DIR ?= out/demo
-DEMO_SEEDS ?= 16
+DEMO_SEEDS ?= 8
 # llama.cpp built for any x86-64 with AVX2: the native build (-march=native with AMX/AVX-512)
 # crashed in decode on these virtual machines.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
@@ -64,7 +64,7 @@ stop:
 demo: setup server teacher
 	PREFECT_API_URL=$(PREFECT_API) $(VENV)/bin/ossforge refresh \
 	  --num-seeds $(DEMO_SEEDS) --output-dir $(DEMO_DIR) --concurrency 2 \
-	  --output-format json --context-size 2048 --max-reply-tokens 320 --no-progress
+	  --output-format json --context-size 2048 --max-reply-tokens 256 --no-progress
 
 test: setup-dev
 	$(PY) -m pytest -q

@@ -23,6 +23,7 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 from prefect.cache_policies import INPUTS
+from prefect.runtime import flow_run as prefect_flow_run
 from pydantic import BaseModel, Field
 
 from ossforge import progress
@@ -324,6 +325,7 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     budget_stopped = any(s["teacher"].get("extra", {}).get("budget_stopped") for s in summaries)
     manifest = {
         "status": "stopped_by_budget" if budget_stopped else "complete",
+        "prefect_flow_run_id": str(prefect_flow_run.id) if prefect_flow_run.id else None,
         "config": config.model_dump(mode="json"),
         "config_fingerprint": config_fingerprint(config),
         "stages": stages,

@@ -173,6 +173,8 @@ def _print_summary(manifest: dict, ui: str | None) -> None:
     console.print(f"seeds    {acct['seeds']} = {acct['rows']} rows + {acct['dropped']} dropped")
     for name, stage in manifest["stages"].items():
         if stage["dropped"]:
-            console.print(f"  {name:<14} dropped {stage['dropped']}")
+            what = "corpus rejects" if name == "seeds" else f"{name} dropped"  # rejects happen before a seed exists
+            console.print(f"  {what:<20} {stage['dropped']}")
     if ui:
-        console.print(f"prefect  {ui}")
+        run_id = manifest.get("prefect_flow_run_id")
+        console.print(f"prefect  {ui}/flow-run/{run_id}" if run_id else f"prefect  {ui}")
