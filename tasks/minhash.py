@@ -180,9 +180,10 @@ def normalized_tokens(text: str, canonicalize_identifiers: bool = False) -> list
 
 
 def normalize_code(text: str, canonicalize_identifiers: bool = False) -> str:
-    """Text as the deduper sees it: no comments, no blank lines, single spaces, lower case,
-    and optionally identifiers in code replaced by "_". Lines are kept (for readability and
-    for line-based matchers); shingles ignore them."""
+    """Text as the deduper sees it: no comments, no blank lines, single spaces, lower case.
+    With canonicalize_identifiers, code lines become their words with identifiers replaced
+    by "_" (what shingles see). Lines are kept (for readability and line-based matchers);
+    shingles ignore them."""
     lines = []
     for segment, is_code in _segments(text, canonicalize_identifiers):
         for line in segment.decode().splitlines():
