@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -182,18 +181,21 @@ def _stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
     not hold the ranks: they are found as its descendants (and each rank also asks the
     kernel to be killed when the launcher dies, see training/sft.py).
     """
+    import psutil  # a dependency of deepspeed
+
     try:
-        import psutil  # installed with deepspeed
-    except ImportError:
-        psutil = None
-    try:
-        ranks = psutil.Process(proc.pid).children(recursive=True) if psutil else []
+        ranks = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
-        ranks = []
+        ranks = []  # the launcher is gone; its ranks got SIGTERM from the kernel
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)  # torchrun forwards it to its ranks
         except ProcessLookupError:
+            pass
+    for rank in ranks:  # and in case the launcher cannot forward it any more
+        try:
+            rank.terminate()
+        except psutil.NoSuchProcess:
             pass
     alive = psutil.wait_procs(ranks, timeout=grace_s)[1] if ranks else []
     try:
@@ -226,7 +228,7 @@ def run_launcher(cmd: list[str], env: dict, log, pid_file: Path, timeout_s: floa
     """
     proc = subprocess.Popen(
         cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-        start_new_session=True,  # its own process group, so one killpg reaches every rank
+        start_new_session=True,  # its own process group: a signal to the flow's group does not race ours
     )  # fmt: skip
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(str(proc.pid))
@@ -242,8 +244,13 @@ def run_launcher(cmd: list[str], env: dict, log, pid_file: Path, timeout_s: floa
 
         previous_handler = signal.signal(signal.SIGTERM, _raise)
     records: list[dict] = []
-    deadline = time.monotonic() + timeout_s if timeout_s else None
+    # A timer, not a check per output line: a hung collective prints nothing.
+    timed_out = threading.Event()
+    timer = threading.Timer(timeout_s, lambda: (timed_out.set(), _stop_group(proc))) if timeout_s else None
     try:
+        if timer:
+            timer.daemon = True
+            timer.start()
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip()
@@ -253,13 +260,15 @@ def run_launcher(cmd: list[str], env: dict, log, pid_file: Path, timeout_s: floa
                 log.info(describe(record))
             elif line and not any(noise in line for noise in _NOISE):
                 log.info(line)
-            if deadline and time.monotonic() > deadline:
-                raise LaunchFailed(f"training did not finish within {timeout_s} s")
         code = proc.wait()
+        if timed_out.is_set():
+            raise LaunchFailed(f"training did not finish within {timeout_s} s")
         if code != 0:
             raise LaunchFailed(f"launcher exited with code {code}")
         return records
     finally:
+        if timer:
+            timer.cancel()
         _stop_group(proc)
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)

@@ -274,3 +274,30 @@ def test_cli_continues_a_model_on_mixed_datasets(prefect_server, tmp_path, capsy
     start = next(r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["event"] == "start")
     assert start["model"] == str(stage_one) and start["data"]["rows_in"] == 24 and start["world_size"] == 1
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+
+
+# A stand-in launcher that, like torchrun, starts its "rank" in a session of its own.
+FAKE_LAUNCHER = """
+import subprocess, sys, time
+rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+open(sys.argv[1], "w").write(str(rank.pid))
+print("launcher up", flush=True)
+time.sleep(120)
+"""
+
+
+def test_launch_timeout_stops_the_launcher_and_its_detached_ranks(tmp_path):
+    import logging
+
+    import psutil
+
+    from flows.train import LaunchFailed, run_launcher
+
+    rank_file = tmp_path / "rank.pid"
+    cmd = [sys.executable, "-c", FAKE_LAUNCHER, str(rank_file)]
+    started = time.monotonic()
+    with pytest.raises(LaunchFailed, match="did not finish within 3"):
+        run_launcher(cmd, dict(os.environ), logging.getLogger("test-launch"), tmp_path / "pid", timeout_s=3)
+    assert time.monotonic() - started < 15  # the rank got SIGTERM, not the 20 s grace then SIGKILL
+    for pid in (int((tmp_path / "pid").read_text()), int(rank_file.read_text())):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
