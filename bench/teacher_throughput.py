@@ -6,9 +6,9 @@ latency, ~1.5 KB replies) and sends the same N requests (default 20,000) in one 
 - baseline: bare `AsyncOpenAI` + `DefaultAioHttpClient` (aiohttp transport) +
   `asyncio.Semaphore`, `chat.completions.create`, connection pool sized to the in-flight cap;
 - ossforge: the refresh flow's teacher path, `TeacherSession.complete_shard` over shards of
-  1,000 seeds all running on one event loop (as the flow's shard tasks do), with token
-  counting, content addressing, the limiter, retries, SQLite cache writes, and parsing
-  each reply with tasks/parsing.py;
+  1,000 seeds on one event loop, as many at once as the flow runs (enough to fill the
+  in-flight cap, plus one), with token counting, content addressing, the limiter,
+  retries, SQLite cache writes, and parsing each reply with tasks/parsing.py;
 
 at 1,000 and 5,000 in flight, and the SDK's default (httpx) transport on fewer requests
 for the >= 10x comparison. Each measurement runs in a fresh subprocess (clean loop, its
@@ -118,8 +118,16 @@ async def run_ossforge(url: str, seeds: list[str], in_flight: int, cache_dir: st
             if reply.error is None and hasattr(parse_reply(reply.content, reply.finish_reason), "problem"):
                 pairs += 1
 
+    # As the refresh flow does: enough shards at once to fill the in-flight cap, one more
+    # so the next shard's requests are queued when one ends; memory is per shard, not per run.
+    gate = asyncio.Semaphore(max(2, -(-in_flight // SHARD_SIZE) + 1))
+
+    async def gated(seed_rows):
+        async with gate:
+            await shard(seed_rows)
+
     async with TeacherSession(cfg, cache_path=Path(cache_dir) / "requests.sqlite") as session:
-        await asyncio.gather(*(shard(s) for s in shards))
+        await asyncio.gather(*(gated(s) for s in shards))
         summary = session.summary()
     return {"pairs": pairs, "failed": summary.dropped_total, "sent": summary.extra["requests"]}
 

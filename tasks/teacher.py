@@ -283,7 +283,6 @@ class TeacherSession:
         self._slots: InFlightSlots | None = None
         self._inflight: dict[str, asyncio.Future] = {}
         self._fatal: UserError | None = None
-        self._api_key: str | None = None
         self.totals = StageStats("teacher")
         self._totals_tally = _ShardTally()
         self._started = time.perf_counter()
@@ -296,9 +295,9 @@ class TeacherSession:
         return self.counter.encoding_name
 
     async def __aenter__(self) -> "TeacherSession":
-        self._api_key = await aresolve_api_key(self.cfg)
+        # The key goes straight into the transport's Authorization header; the session keeps no copy.
         self._transport = TRANSPORTS[self.cfg.transport](
-            self.cfg.base_url, self._api_key, self.cfg.concurrency, self.cfg.request_timeout_s
+            self.cfg.base_url, await aresolve_api_key(self.cfg), self.cfg.concurrency, self.cfg.request_timeout_s
         )
         await self._transport.start()
         self._slots = InFlightSlots(self.cfg.concurrency)
@@ -470,7 +469,12 @@ class TeacherSession:
         # The same request twice in flight (a retried shard, a repeated seed) is sent once.
         pending = self._inflight.get(req.key)
         if pending is not None:
-            reply = await asyncio.shield(pending)
+            try:
+                reply = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # we were cancelled ourselves
+                return await self._one(req, tally)  # the sender was cancelled: send it ourselves
             reply = replace(reply, seed_index=req.seed_index, from_cache=reply.error is None)
         else:
             future = asyncio.get_running_loop().create_future()
@@ -478,6 +482,9 @@ class TeacherSession:
             try:
                 reply = await self._send(req, tally)
                 future.set_result(reply)
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
             except BaseException as exc:
                 future.set_exception(exc)
                 future.exception()  # retrieved: no "never retrieved" warning when nobody else waits

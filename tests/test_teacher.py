@@ -184,7 +184,32 @@ def test_401_stops_the_run_with_a_clear_message(fake_teacher, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- rate limits
-def test_rpm_never_exceeded_in_any_window(fake_teacher):
+@pytest.fixture
+def fake_teacher_process():
+    """The fake teacher in its own process (`ossforge teacher fake`), so its arrival stamps do
+    not wait on this process's GIL: window counts then measure the client, not the test rig."""
+    from ossforge.fake_teacher import FakeTeacherClient
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import free_port, wait_for_http
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ossforge.cli", "teacher", "fake", "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/stats", timeout=60, proc=proc)
+        yield FakeTeacherClient(f"http://127.0.0.1:{port}/v1")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_rpm_never_exceeded_in_any_window(fake_teacher_process):
+    fake_teacher = fake_teacher_process
     fake_teacher.configure(rate_429=0.1, retry_after_s=0.05, rate_500=0.05)
     cfg = config(fake_teacher.base_url, rpm=12, rate_window_s=1.0)
     replies, stats, _ = run(cfg, seeds_table(40))
@@ -194,7 +219,8 @@ def test_rpm_never_exceeded_in_any_window(fake_teacher):
     assert server["max_requests_in_window"] <= 12, server
 
 
-def test_tpm_never_exceeded_in_any_window(fake_teacher):
+def test_tpm_never_exceeded_in_any_window(fake_teacher_process):
+    fake_teacher = fake_teacher_process
     cfg = config(fake_teacher.base_url, tpm=900, max_tokens_cap=40, rate_window_s=1.0)
     replies, stats, _ = run(cfg, seeds_table(16))
     server = fake_teacher.stats(window=1.0)
@@ -443,3 +469,32 @@ def test_key_from_a_prefect_secret_block(fake_teacher, prefect_server, monkeypat
     assert PLANTED not in cfg.model_dump_json()
     with pytest.raises(UserError, match="cannot load Prefect Secret block 'no-such-block'"):
         preflight(config(fake_teacher.base_url, api_key_secret_block="no-such-block"))
+
+
+@pytest.mark.slow
+def test_prefect_global_rate_limit_taken_per_batch(fake_teacher, prefect_server):
+    """Several worker processes share a provider budget through a Prefect rate limit, a batch at a time."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from tasks.teacher_limits import prefect_rate_limit_permits
+
+    name = "ossforge-test-teacher-rpm"
+
+    async def go():
+        async with get_client() as client:
+            try:
+                await client.delete_global_concurrency_limit_by_name(name)
+            except Exception:
+                pass
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=100, slot_decay_per_second=100)
+            )
+        permits = prefect_rate_limit_permits(name, batch=10)
+        async with TeacherSession(config(fake_teacher.base_url), permits=permits) as session:
+            replies, _ = await session.complete_shard(seeds_table(35))
+        return permits.fetches, replies
+
+    fetches, replies = asyncio.run(go())
+    assert all(r.error is None for r in replies)
+    assert fetches == 4  # 35 requests, permits fetched 10 at a time: 4 Prefect calls, not 35
