@@ -13,7 +13,8 @@
   sentences and reworded glue), the sample's solution with benchmark code as 5-grams of code
   tokens with identifiers canonicalised (survives renamed functions and variables). Both use
   the near-dedup signatures of tasks/minhash.py; candidates come from LSH banding with
-  datasketch's band parameters, then the signatures' Jaccard estimate is checked.
+  datasketch's band parameters, and each is confirmed by the exact Jaccard of the shingle
+  sets, so the estimate's noise neither removes good rows nor hides close ones.
 
 A whitelist keeps trivial strings (too short, or a one-line solution such as `return a + b`)
 out of every matcher: they occur in good data by coincidence.
@@ -161,7 +162,6 @@ class SubstringMatcher:
 
 # --- 2. n-gram overlap --------------------------------------------------------------------
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _POLY = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -213,7 +213,7 @@ class NgramMatcher:
         # many problems share say nothing about which item a sample copied: drop them. Counted
         # per problem family, so HumanEval/0's n-grams are not boilerplate merely because
         # HumanEval+ and eight MultiPL-E translations repeat them.
-        families = {f: n for n, f in enumerate(sorted({problem_family(it) for it in items}))}
+        families = {f: i for i, f in enumerate(sorted({problem_family(it) for it in items}))}
         family_of = np.array([families[problem_family(it)] for it in items], dtype=np.int64)
         if key_col.shape[0]:
             per_family = np.unique(np.stack([key_col.view(np.int64), family_of[item_col]]), axis=1)[0]
