@@ -75,9 +75,13 @@ def prefect_server(tmp_path_factory):
         proc.kill()
         raise RuntimeError((home / "server.log").read_text()[-3000:]) from None
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
-    os.environ["PREFECT_API_URL"] = api_url
+    os.environ["PREFECT_API_URL"] = api_url  # for the subprocesses tests start
     os.environ["PREFECT_HOME"] = str(home)
-    yield api_url
+    # Prefect reads its settings once, at import: point this process at the server too.
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        yield api_url
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
