@@ -301,3 +301,31 @@ def test_launch_timeout_stops_the_launcher_and_its_detached_ranks(tmp_path):
     assert time.monotonic() - started < 15  # the rank got SIGTERM, not the 20 s grace then SIGKILL
     for pid in (int((tmp_path / "pid").read_text()), int(rank_file.read_text())):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_finished_checkpoint_is_exported_not_trained_further(tmp_path):
+    """A retry after the last step's checkpoint (killed during the final save) exports it."""
+    from training.sft import export_checkpoint, finished, latest_checkpoint
+    from training.tiny import build_tiny_model
+
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-30"
+    build_tiny_model(tmp_path / "tiny")
+    import shutil
+
+    shutil.copytree(tmp_path / "tiny", checkpoint)
+    (checkpoint / "rng_state_0.pth").write_bytes(b"x")
+    (checkpoint / "global_step30").mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 30, "max_steps": 30}))
+    (tmp_path / "checkpoints" / "checkpoint-40").mkdir()  # cut off mid-save: no trainer_state.json
+    assert latest_checkpoint(tmp_path / "checkpoints") == checkpoint
+    assert finished(checkpoint) and not finished(None)
+
+    export_checkpoint(checkpoint, tmp_path / "final")
+    assert not (tmp_path / "final" / "rng_state_0.pth").exists()
+    assert not (tmp_path / "final" / "trainer_state.json").exists()
+    assert json.loads((tmp_path / "final" / "config.json").read_text())["use_cache"] is True
+    transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "final")
+    transformers.AutoTokenizer.from_pretrained(tmp_path / "final")
+
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 20, "max_steps": 30}))
+    assert not finished(checkpoint)

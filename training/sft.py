@@ -79,6 +79,36 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def finished(checkpoint: Path | None) -> bool:
+    """Whether a checkpoint is the run's last step (a retry after training, before the final save)."""
+    if checkpoint is None:
+        return False
+    trainer_state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return trainer_state.get("max_steps", 0) > 0 and trainer_state["global_step"] >= trainer_state["max_steps"]
+
+
+# Files of a checkpoint that belong to the Trainer/DeepSpeed state, not to the model.
+_TRAINING_STATE = ("global_step", "rng_state", "optimizer", "scheduler", "scaler", "trainer_state", "training_args",
+                   "latest", "zero_to_")  # fmt: skip
+
+
+def export_checkpoint(checkpoint: Path, final_dir: Path) -> None:
+    """Copy a checkpoint's consolidated model + tokenizer to final_dir.
+
+    Resuming the Trainer from its last step would train one step more than asked, so a
+    finished run's retry exports instead of training.
+    """
+    import shutil
+
+    final_dir.mkdir(parents=True, exist_ok=True)
+    for path in checkpoint.iterdir():
+        if path.is_file() and not path.name.startswith(_TRAINING_STATE):
+            shutil.copy2(path, final_dir / path.name)
+    config = json.loads((final_dir / "config.json").read_text())
+    config["use_cache"] = True  # training turned it off; the saved model is for generation
+    (final_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
 def deepspeed_config(path: str, offload: str) -> dict:
     config = json.loads(Path(path).read_text())
     zero = config.setdefault("zero_optimization", {})
@@ -138,6 +168,18 @@ def main(argv=None) -> int:
 
     set_seed(args.seed)
     writer = MetricsWriter(output_dir / "metrics.jsonl", enabled=state.is_main_process)
+
+    # --- a retry of a run that finished training but not its final save -------------------
+    resume_from = latest_checkpoint(checkpoint_dir) if args.resume else None
+    if finished(resume_from) and any(resume_from.glob("model*.safetensors")) and not args.no_final_save:
+        if state.is_main_process:
+            export_checkpoint(resume_from, final_dir)
+            step = json.loads((resume_from / "trainer_state.json").read_text())["global_step"]
+            summary = {"final_model": str(final_dir), "global_step": step, "exported_from": str(resume_from)}
+            (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            writer.write({"event": "done", "final_model": str(final_dir), "global_step": step})
+        state.wait_for_everyone()
+        return 0
 
     # --- model and tokenizer sources ------------------------------------------------------
     with state.main_process_first():
@@ -236,7 +278,6 @@ def main(argv=None) -> int:
         callbacks=[throughput_callback(writer, n_params, world_size, peak)],
     )
 
-    resume_from = latest_checkpoint(checkpoint_dir) if args.resume else None
     writer.write({
         "event": "start",
         "model": str(model_path),
