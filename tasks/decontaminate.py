@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 from ossforge.errors import UserError
 from ossforge.schema import AUDIT_SCHEMA
 from tasks.benchmarks import ALL_BENCHMARKS, BenchmarkFileError, BenchmarkItem, BenchmarkSet, load_benchmarks
-from tasks.matchers import MATCHERS, Hit, MinhashMatcher, NgramMatcher, SubstringMatcher, Whitelist
+from tasks.matchers import MATCHERS, Hit, MinhashMatcher, NgramMatcher, SubstringMatcher, Whitelist, words
 from tasks.stats import StageStats, timed
 
 STAGE = "decontaminate"
@@ -97,7 +97,9 @@ class BenchmarkIndex:
     matchers: dict  # name -> matcher, in cfg.matchers order
 
     def match(self, problems: list[str], solutions: list[str]) -> dict[str, list[Hit | None]]:
-        return {name: m.match(problems, solutions) for name, m in self.matchers.items()}
+        # ngram and minhash both read the problem as words: split it once.
+        shared = [words(p) for p in problems] if {"ngram", "minhash"} <= set(self.matchers) else None
+        return {name: m.match(problems, solutions, problem_words=shared) for name, m in self.matchers.items()}
 
 
 def build_index(cfg: DecontaminationConfig) -> BenchmarkIndex:

@@ -77,11 +77,12 @@ def code_of(text: str) -> str:
 _STEMS: dict[str, str] = {}  # memo: a corpus repeats a small vocabulary millions of times
 
 
-def content_words(text: str) -> list[str]:
-    """The minhash matcher's view of prose: words without stop words, crudely stemmed."""
+def content_words(text: str, split: list[str] | None = None) -> list[str]:
+    """The minhash matcher's view of prose: words without stop words, crudely stemmed.
+    `split` is words(text) when the caller already has it."""
     stems = _STEMS
     out = []
-    for w in words(text):
+    for w in words(text) if split is None else split:
         if w in STOP_WORDS:
             continue
         stem = stems.get(w)
@@ -145,7 +146,7 @@ class SubstringMatcher:
         if self.patterns:
             self.automaton.make_automaton()
 
-    def match(self, problems: list[str], solutions: list[str]) -> list[Hit | None]:
+    def match(self, problems: list[str], solutions: list[str], problem_words=None) -> list[Hit | None]:
         if not self.patterns:
             return [None] * len(problems)
         out: list[Hit | None] = []
@@ -227,12 +228,16 @@ class NgramMatcher:
         self.keys, self.key_items = key_col[order], item_col[order]
         self.item_ngrams = np.bincount(self.key_items, minlength=len(items))
 
-    def match(self, problems: list[str], solutions: list[str]) -> list[Hit | None]:
+    def match(self, problems: list[str], solutions: list[str], problem_words=None) -> list[Hit | None]:
+        """`problem_words`, when given, is [words(p) for p in problems] (shared with minhash)."""
         out: list[Hit | None] = [None] * len(problems)
         if self.keys.shape[0] == 0 or not problems:
             return out
         vocab_get = self.vocab.get
-        id_lists = [list(map(vocab_get, words(f"{p}\n{s}"), repeat(0))) for p, s in zip(problems, solutions)]
+        if problem_words is None:
+            problem_words = [words(p) for p in problems]
+        # words(p + "\n" + s) == words(p) + words(s): no word spans the line break.
+        id_lists = [list(map(vocab_get, chain(pw, words(s)), repeat(0))) for pw, s in zip(problem_words, solutions)]
         lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
         ids = np.fromiter(chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
         n = self.n
@@ -363,9 +368,9 @@ class MinhashMatcher:
         self.prose_sets = [self._prose_set(t) for t in prose] if verify_exact else []
         self.code_sets = [self._code_set(t) for t in code] if verify_exact else []
 
-    def prose_text(self, text: str) -> str | None:
+    def prose_text(self, text: str, split: list[str] | None = None) -> str | None:
         """Content words as one space-separated string (the minhash tokenizer splits it again)."""
-        bag = content_words(text)
+        bag = content_words(text, split)
         return " ".join(bag) if len(set(bag)) >= self.min_words else None
 
     def code_is_substantial(self, text: str) -> bool:
@@ -384,9 +389,11 @@ class MinhashMatcher:
     def _code_set(self, text: str) -> np.ndarray:
         return np.unique(minhash.shingle_hashes(text, self.code_ngram, canonicalize_identifiers=True))
 
-    def match(self, problems: list[str], solutions: list[str]) -> list[Hit | None]:
+    def match(self, problems: list[str], solutions: list[str], problem_words=None) -> list[Hit | None]:
         out: list[Hit | None] = [None] * len(problems)
-        bags = [self.prose_text(p) for p in problems]
+        if problem_words is None:
+            problem_words = [None] * len(problems)
+        bags = [self.prose_text(p, pw) for p, pw in zip(problems, problem_words)]
         rows = [i for i, b in enumerate(bags) if b is not None]
         codes = [code_of(s) for s in solutions]
         sides = [
