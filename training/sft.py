@@ -21,6 +21,7 @@ This script never imports prefect: it runs on a GPU box with only the training s
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -206,16 +207,8 @@ def main(argv=None) -> int:
     global_batch = args.micro_batch_size * world_size * grad_accum
 
     gradient_checkpointing = {"auto": on_gpu, "on": True, "off": False}[args.gradient_checkpointing]
-    flash_attention = False
-    attn = args.attn_implementation
-    if attn is None:
-        try:
-            import flash_attn  # noqa: F401
-
-            flash_attention = on_gpu
-        except ImportError:
-            pass
-        attn = "flash_attention_2" if flash_attention else "sdpa"
+    has_flash_attn = importlib.util.find_spec("flash_attn") is not None
+    attn = args.attn_implementation or ("flash_attention_2" if on_gpu and has_flash_attn else "sdpa")
     flash_attention = attn == "flash_attention_2"
 
     # TrainingArguments before the model: with a ZeRO-3 config it arms zero.Init, so the
