@@ -23,7 +23,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 from pydantic import BaseModel, Field
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from flows.refresh import RefreshConfig, refresh_flow
+from tasks.generation import row_id
+from tasks.teacher import TeacherSession
 from tasks.versions import VersionStore
 
 VERSIONS_KEY = "refresh-versions"
@@ -38,6 +43,28 @@ class VersionedRefreshConfig(BaseModel):
     train_parameters: dict = Field(
         default_factory=dict, description="TrainConfig fields for the chained training run; datasets is filled in"
     )
+
+
+def consumed_seeds(version_dir: Path, teacher_cfg) -> list[pa.Table]:
+    """The version's seeds that reached a final outcome: a row, or a drop after the teacher
+    answered (parse failure, duplicate, contamination). Seeds the teacher never answered
+    (errors after retries, budget exhausted) are left out, so a later run sends them again."""
+    tables = [pq.read_table(f, columns=["seed_index", "lang", "seed"])
+              for f in sorted((version_dir / ".work" / "seeds").glob("shard-*.parquet"))]
+    audit = version_dir / "audit" / "generation.parquet"
+    failed: set[str] = set()
+    if audit.exists():
+        table = pq.read_table(audit, columns=["id", "stage"])
+        failed = {i for i, stage in zip(table["id"].to_pylist(), table["stage"].to_pylist()) if stage == "teacher"}
+    if not failed:
+        return tables
+    session = TeacherSession(teacher_cfg)  # only to rebuild request keys: opens no connection
+    kept = []
+    for table in tables:
+        ids = [row_id(session.build_request(i, s).key)
+               for i, s in zip(table["seed_index"].to_pylist(), table["seed"].to_pylist())]
+        kept.append(table.filter(pa.array([i not in failed for i in ids])))
+    return kept
 
 
 def version_refresh_config(config: VersionedRefreshConfig, store: VersionStore, name: str) -> RefreshConfig:
@@ -73,8 +100,13 @@ async def versioned_refresh_flow(config: VersionedRefreshConfig) -> dict:
         )
         return {"status": "no_new_seeds", "version": None, "latest": latest}
 
-    seed_files = sorted((store.path(name) / ".work" / "seeds").glob("shard-*.parquet"))
-    new_seeds = store.record_seeds(name, seed_files)
+    new_seeds = store.record_seeds(name, consumed_seeds(store.path(name), version_cfg.teacher))
+    if new_seeds == 0:
+        # Nothing reached the teacher (down, key refused, budget): publish nothing, fail loudly
+        # (the failure automation notifies), and let the next run retry the same seeds.
+        raise RuntimeError(
+            f"every seed of version {name} failed at the teacher: see {store.path(name) / 'audit' / 'generation.parquet'}"
+        )
     record = store.publish(name, manifest, new_seeds)
     logger.info("published version %s: %d new rows, %d in total", name, record["rows"], record["rows_total"])
     await acreate_markdown_artifact(_versions_markdown(store, record), key=VERSIONS_KEY, description="Dataset versions")

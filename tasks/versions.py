@@ -132,9 +132,9 @@ class VersionStore:
         link = self.root / LATEST_LINK
         return Path(os.readlink(link)).name if link.is_symlink() else None
 
-    def record_seeds(self, name: str, seed_files: Iterable[str | os.PathLike]) -> int:
-        """Write the digests of the seeds a version consumed (rows, dropped or not)."""
-        digests = [seed_digests(pq.read_table(f, columns=["lang", "seed"])) for f in seed_files]
+    def record_seeds(self, name: str, seeds: Iterable[pa.Table]) -> int:
+        """Write the digests of the seeds a version consumed (that became rows or final drops)."""
+        digests = [seed_digests(t) for t in seeds]
         array = pa.concat_arrays(digests) if digests else pa.array([], type=pa.binary(16))
         write_parquet_atomic(pa.Table.from_arrays([array], schema=DIGEST_SCHEMA), self.path(name) / SEED_DIGESTS_FILE)
         return len(array)

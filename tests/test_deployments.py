@@ -35,10 +35,8 @@ def seeds_table(snippets: list[str], start: int = 0, lang: str = "python") -> pa
 def test_seed_exclusion_drops_known_seeds_and_rebatches_in_order(tmp_path):
     store = VersionStore(tmp_path)
     first = seeds_table(["a = 1", "b = 2", "c = 3"])
-    seed_file = tmp_path / "s.parquet"
-    pq.write_table(first, seed_file)
     store.path("0001").mkdir(parents=True)
-    assert store.record_seeds("0001", [seed_file]) == 3
+    assert store.record_seeds("0001", [first]) == 3
     store.publish("0001", {"rows": 3}, new_seeds=3)
 
     excluder = SeedExcluder(store.digest_files())
@@ -74,6 +72,27 @@ def test_versions_latest_moves_only_on_publish_and_unfinished_dirs_are_reused(tm
     store.discard("0002")  # complete versions are never discarded
     assert sorted(p.name for p in store.versions.iterdir()) == ["0001", "0002"]
     assert not list(tmp_path.glob(".latest.tmp-*"))
+
+
+def test_seeds_the_teacher_never_answered_are_not_consumed(tmp_path):
+    from flows.versioned_refresh import consumed_seeds
+    from ossforge.schema import AUDIT_SCHEMA
+    from tasks.generation import row_id
+    from tasks.teacher import TeacherConfig, TeacherSession
+
+    teacher = TeacherConfig(base_url="http://127.0.0.1:1/v1", model="m")
+    seeds = seeds_table(["a = 1", "b = 2", "c = 3"])
+    (tmp_path / ".work" / "seeds").mkdir(parents=True)
+    pq.write_table(seeds, tmp_path / ".work" / "seeds" / "shard-00000.parquet")
+    session = TeacherSession(teacher)
+    ids = [row_id(session.build_request(i, s).key) for i, s in enumerate(["a = 1", "b = 2", "c = 3"])]
+    (tmp_path / "audit").mkdir()
+    pq.write_table(pa.Table.from_pylist([
+        {"id": ids[0], "stage": "teacher", "reason": "http_500_retries_exhausted"},
+        {"id": ids[2], "stage": "parse", "reason": "missing_marker"},
+    ], schema=AUDIT_SCHEMA), tmp_path / "audit" / "generation.parquet")
+    kept = consumed_seeds(tmp_path, teacher)
+    assert [s for t in kept for s in t["seed"].to_pylist()] == ["b = 2", "c = 3"]
 
 
 def test_versioned_config_shares_cache_index_and_excludes_earlier_seeds(tmp_path):
