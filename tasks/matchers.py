@@ -284,6 +284,16 @@ class NgramMatcher:
 # --- 3. MinHash near match ------------------------------------------------------------------
 
 
+def _mix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser: spreads band keys over all bits (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> np.uint64(33))
+        h = h * np.uint64(0xFF51AFD7ED558CCD)
+        h = h ^ (h >> np.uint64(33))
+        h = h * np.uint64(0xC4CEB9FE1A85EC53)
+        return h ^ (h >> np.uint64(33))
+
+
 def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n, bands) 64-bit keys, one per LSH band; the band number is folded in."""
     n = sigs.shape[0]
@@ -293,7 +303,7 @@ def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
             acc = np.full(n, np.uint64(b + 1) * _POLY, dtype=np.uint64)
             for c in range(rows):
                 acc = acc * _POLY + sigs[:, b * rows + c].astype(np.uint64)
-            keys[:, b] = minhash._fmix64(acc)
+            keys[:, b] = _mix64(acc)
     return keys
 
 
