@@ -220,7 +220,8 @@ EXPECTED = {
     "substring": {"verbatim_humaneval": "HumanEval/0", "verbatim_mbpp": "mbpp/11"},
     "ngram": {"verbatim_humaneval": "HumanEval/0", "verbatim_mbpp": "mbpp/11", "renamed_docstring": "HumanEval/12",
               "gsm8k_renumbered": "gsm8k/test/5", "paraphrased_problem": "HumanEval/1"},
-    "minhash": {"verbatim_mbpp": "mbpp/11", "paraphrased_problem": "HumanEval/1",
+    "minhash": {"verbatim_humaneval": "HumanEval/0", "verbatim_mbpp": "mbpp/11", "paraphrased_problem": "HumanEval/1",
+                "gsm8k_renumbered": "gsm8k/test/5",
                 "renamed_solution": "HumanEval/1", "gsm8k_as_code": "gsm8k/test/0",
                 "renamed_docstring": "HumanEval/12"},
 }
