@@ -142,18 +142,26 @@ def near_duplicate(problem: str, solution: str, rng: random.Random) -> tuple[str
     return " ".join(words), solution
 
 
-def plan_corpus(n_docs: int, dup_fraction: float, seed: int = 7) -> list[tuple[int, int]]:
+def plan_corpus(n_docs: int, dup_fraction: float, seed: int = 7, first_family: int = 0) -> list[tuple[int, int]]:
     """(family, variant) per document position; variant 0 is the family's original."""
     rng = random.Random(seed)
     n_variants = int(n_docs * dup_fraction)
     n_families = n_docs - n_variants
-    slots = [(f, 0) for f in range(n_families)]
+    slots = [(first_family + f, 0) for f in range(n_families)]
     counts = [0] * n_families
     for _ in range(n_variants):
         f = rng.randrange(n_families)
         counts[f] += 1
-        slots.append((f, counts[f]))
+        slots.append((first_family + f, counts[f]))
     rng.shuffle(slots)
+    return slots
+
+
+def plan_blocks(sizes: list[int], dup_fraction: float) -> list[tuple[int, int]]:
+    """Consecutive independent blocks: every prefix made of whole blocks has whole families."""
+    slots: list[tuple[int, int]] = []
+    for k, size in enumerate(sizes):
+        slots += plan_corpus(size, dup_fraction, seed=7 + k, first_family=len(slots))
     return slots
 
 
@@ -188,11 +196,12 @@ def _write_shard(job: tuple[Path, int, list[tuple[int, int]]]) -> int:
 SHARD_ROWS = 10_000
 
 
-def write_corpus(out_dir: Path, n_docs: int, dup_fraction: float, shard_rows: int = SHARD_ROWS) -> float:
-    """Write the corpus as Parquet shards (in parallel); returns the mean document size in bytes."""
+def write_corpus(out_dir: Path, sizes: list[int], dup_fraction: float, shard_rows: int = SHARD_ROWS) -> float:
+    """Write blocks of documents as Parquet shards (in parallel); returns the mean document size."""
     from multiprocessing import Pool
 
-    slots = plan_corpus(n_docs, dup_fraction)
+    slots = plan_blocks(sizes, dup_fraction)
+    n_docs = len(slots)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(out_dir / f"train-{i:05d}.parquet", lo, slots[lo : lo + shard_rows])
             for i, lo in enumerate(range(0, n_docs, shard_rows))]
@@ -280,7 +289,7 @@ class TreeRss(threading.Thread):
 
 # --- children ------------------------------------------------------------------------------
 def run_step(corpus: Path, args) -> dict:
-    import pyarrow.parquet as pq
+    import numpy as np
 
     from tasks.dedup_dataset import FileSource
     from tasks.near_dedup import NearDedupConfig, plan_near_dedup
@@ -298,7 +307,8 @@ def run_step(corpus: Path, args) -> dict:
         return {"docs": len(plan.ids), "seconds": round(seconds, 2), "rss": rss}
     fam = read_columns(corpus, ["id", "family"])
     family = dict(zip(fam["id"].to_pylist(), fam["family"].to_pylist()))
-    dropped = {plan.ids[i]: plan.duplicate_of[i] for i in range(len(plan.ids)) if not plan.kept[i]}
+    ids = plan.ids.to_pylist()
+    dropped = {ids[i]: plan.node_id(int(plan.duplicate_of[i])) for i in np.flatnonzero(~plan.kept)}
     return {
         "docs": len(plan.ids),
         "seconds": round(seconds, 2),
@@ -306,7 +316,7 @@ def run_step(corpus: Path, args) -> dict:
         "main_process_cpu_s": round(main_cpu, 2),
         "workers_cpu_s": round(workers_cpu, 2),
         "rss": rss,
-        **score(plan.ids, family, dropped),
+        **score(ids, family, dropped),
         "extra": plan.stats.extra,
     }
 
@@ -368,7 +378,7 @@ def child(argv: list[str]) -> dict:
     corpus = Path(ns.corpus)
     if argv[0] == "corpus":
         t0 = time.perf_counter()
-        avg = write_corpus(corpus, ns.n, ns.dup_fraction)
+        avg = write_corpus(corpus, ns.sizes, ns.dup_fraction)
         return {"seconds": round(time.perf_counter() - t0, 1), "avg_doc_bytes": round(avg)}
     return run_step(corpus, ns) if argv[0] == "step" else run_naive(corpus, ns)
 
@@ -403,10 +413,11 @@ def main() -> None:
     if args.docs % SHARD_ROWS or rss_docs % SHARD_ROWS or rss_docs <= args.docs:
         parser.error(f"--docs and --rss-docs must be multiples of {SHARD_ROWS}, --rss-docs the larger")
     with tempfile.TemporaryDirectory(prefix="ossforge-bench-dedup-") as tmp:
-        # One corpus of --rss-docs documents; the --docs run reads its first shards (planted
-        # families cut at the boundary count only the members that are inside).
+        # One corpus of --rss-docs documents whose first --docs form a complete corpus of
+        # their own (whole planted families): the --docs run reads those shards.
         small, large = Path(tmp) / "small", Path(tmp) / "large"
-        gen = in_child("corpus", corpus=str(large), n=rss_docs, dup_fraction=args.dup_fraction)
+        sizes = [args.docs, rss_docs - args.docs]
+        gen = in_child("corpus", corpus=str(large), sizes=sizes, dup_fraction=args.dup_fraction)
         small.mkdir()
         for shard in sorted(large.glob("train-*.parquet"))[: args.docs // SHARD_ROWS]:
             (small / shard.name).symlink_to(shard)

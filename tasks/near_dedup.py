@@ -103,10 +103,10 @@ def _text_columns(chunk: pa.Table, fields: Sequence[str]) -> pa.Table:
     return chunk.select(list(fields))
 
 
-def representative_rank(ids: Sequence[str], seed_index: np.ndarray | None) -> np.ndarray:
+def representative_rank(ids: pa.Array, seed_index: np.ndarray | None) -> np.ndarray:
     """rank[i] = position of row i in keep-preference order: seed_index (if any), then id."""
     keys = [("id", "ascending")]
-    columns = {"id": pa.array(ids, pa.string())}
+    columns = {"id": ids}
     if seed_index is not None:
         keys.insert(0, ("seed_index", "ascending"))
         columns["seed_index"] = pa.array(seed_index, pa.int64())
@@ -200,27 +200,47 @@ class TableSource:
         return self.table.num_rows
 
 
+# Per-row decision codes (int8 arrays cost a byte per row, a list of str eight or more).
+KEPT, DUPLICATE, OF_PUBLISHED = 0, 1, 2
+_REASONS = {DUPLICATE: REASON_DUPLICATE, OF_PUBLISHED: REASON_PUBLISHED}
+
+
 @dataclass
 class DedupPlan:
-    """The decision for every row, by position: kept or a duplicate of which id, and why."""
+    """The decision for every row, by position: kept, or a duplicate of which node and why.
 
-    ids: list[str]
-    kept: np.ndarray
-    duplicate_of: list[str | None]
-    reasons: list[str | None]
+    Nodes are numbered published rows first (`n_pub` of them), then the source's rows, then
+    rows found in Redis; `outside_ids` names the published and Redis nodes.
+    """
+
+    ids: pa.Array
+    decision: np.ndarray  # int8: KEPT / DUPLICATE / OF_PUBLISHED
+    duplicate_of: np.ndarray  # int64 node of the kept (or published) row; -1 when kept
     cluster_size: np.ndarray
+    n_pub: int
+    outside_ids: list[str]
     stats: StageStats
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self.decision == KEPT
+
+    def node_id(self, node: int) -> str:
+        if node < self.n_pub:
+            return self.outside_ids[node]
+        if node < self.n_pub + len(self.ids):
+            return self.ids[node - self.n_pub].as_py()
+        return self.outside_ids[node - len(self.ids)]
 
     def apply(self, chunk: pa.Table, offset: int) -> tuple[pa.Table, pa.Table]:
         """(kept rows with cluster columns, audit rows) of the chunk starting at row `offset`."""
-        rows = slice(offset, offset + chunk.num_rows)
-        mask = self.kept[rows]
+        mask = self.decision[offset : offset + chunk.num_rows] == KEPT
         kept = chunk.filter(pa.array(mask))
         for name in (CLUSTER_ID, CLUSTER_SIZE):
             if name in kept.column_names:
                 kept = kept.drop_columns([name])
         kept_idx = offset + np.flatnonzero(mask)
-        kept = kept.append_column(CLUSTER_ID, pa.array([self.ids[i] for i in kept_idx], pa.string()))
+        kept = kept.append_column(CLUSTER_ID, pc.cast(self.ids.take(pa.array(kept_idx, pa.int64())), pa.string()))
         kept = kept.append_column(CLUSTER_SIZE, pa.array(self.cluster_size[kept_idx], pa.int32()))
         return kept, self._audit(chunk, offset, ~mask)
 
@@ -228,10 +248,10 @@ class DedupPlan:
         local = np.flatnonzero(dropped)
         idx = offset + local
         columns = {name: pa.nulls(len(idx), field.type) for name, field in zip(AUDIT_SCHEMA.names, AUDIT_SCHEMA)}
-        columns["id"] = pa.array([self.ids[i] for i in idx], pa.string())
+        columns["id"] = pc.cast(self.ids.take(pa.array(idx, pa.int64())), pa.string())
         columns["stage"] = pa.array([STAGE] * len(idx), pa.string())
-        columns["reason"] = pa.array([self.reasons[i] for i in idx], pa.string())
-        columns["duplicate_of"] = pa.array([self.duplicate_of[i] for i in idx], pa.string())
+        columns["reason"] = pa.array([_REASONS[int(self.decision[i])] for i in idx], pa.string())
+        columns["duplicate_of"] = pa.array([self.node_id(int(self.duplicate_of[i])) for i in idx], pa.string())
         for text_col in ("problem", "solution"):
             if text_col in chunk.column_names:
                 columns[text_col] = pc.cast(chunk[text_col].take(pa.array(local, pa.int64())), pa.string())
@@ -253,7 +273,7 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
     more for the text of just those rows (the exact Jaccard check).
     """
     started = time.perf_counter()
-    ids: list[str] = []
+    id_chunks: list[pa.Array] = []
     seed_index: list[np.ndarray] = []
     has_seed_index: list[bool] = []
 
@@ -261,7 +281,7 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
         for chunk in source.chunks():
             if "id" not in chunk.column_names:
                 raise UserError("near-dedup needs an 'id' column to name the row a duplicate points at")
-            ids.extend(pc.cast(chunk["id"], pa.string()).to_pylist())
+            id_chunks.append(pc.cast(chunk["id"], pa.string()).combine_chunks())
             usable = "seed_index" in chunk.column_names and pa.types.is_integer(chunk.schema.field("seed_index").type)
             has_seed_index.append(usable)
             if usable:
@@ -281,16 +301,18 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
             cfg.num_perm,
         )
         signature_seconds = time.perf_counter() - t0
+        ids = pa.concat_arrays(id_chunks) if id_chunks else pa.array([], pa.string())
+        del id_chunks
         n = len(ids)
         stats = StageStats(STAGE, rows_in=n)
-        empty = (sigs == np.iinfo(sigs.dtype).max).all(axis=1)  # no tokens: never a near-duplicate
+        empty = _empty_rows(sigs)  # no tokens: never a near-duplicate
         by_seed = bool(has_seed_index) and all(has_seed_index)
         rank = representative_rank(ids, np.concatenate(seed_index) if by_seed else None)
         bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
 
         # Published signatures (earlier versions) come first in the node numbering: nodes
         # 0..P-1 are published rows, P..P+n-1 this source's rows, then rows found in Redis.
-        pub_ids, pub_sigs = load_signatures(cfg.index_dir, cfg, exclude_ids=set(ids)) if cfg.index_dir else ([], None)
+        pub_ids, pub_sigs = load_signatures(cfg.index_dir, cfg, exclude_ids=set(ids.to_pylist())) if cfg.index_dir else ([], None)
         n_pub = len(pub_ids)
         all_sigs = sigs if n_pub == 0 else np.concatenate([pub_sigs, sigs])
         active = np.concatenate([np.ones(n_pub, bool), ~empty])
@@ -326,20 +348,19 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
 
         n_nodes = n_pub + n + len(redis_ids)
         labels = _components(n_nodes, edges) if len(edges) else np.arange(n_nodes)
-        kept, duplicate_of, cluster_size, reasons = _choose_representatives(
-            labels, n_pub, n, rank, pub_ids + [None] * n + redis_ids, ids
-        )
-        kept_idx = np.flatnonzero(kept)
-        if cfg.lsh_storage:
-            RedisLSH(cfg.lsh_storage, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32").insert_many(
-                [ids[i] for i in kept_idx], sigs[kept_idx]
-            )
-        if cfg.index_dir:
-            persist_signatures([ids[i] for i in kept_idx], sigs[kept_idx], cfg.index_dir, cfg.version, cfg)
+        decision, duplicate_of, cluster_size = _choose_representatives(labels, n_pub, n, rank)
+        kept_idx = np.flatnonzero(decision == KEPT)
+        if cfg.lsh_storage or cfg.index_dir:
+            kept_ids = ids.take(pa.array(kept_idx, pa.int64())).to_pylist()
+            if cfg.lsh_storage:
+                index = RedisLSH(cfg.lsh_storage, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32")
+                index.insert_many(kept_ids, sigs[kept_idx])
+            if cfg.index_dir:
+                persist_signatures(kept_ids, sigs[kept_idx], cfg.index_dir, cfg.version, cfg)
 
         stats.rows_out = len(kept_idx)
-        for reason in (REASON_DUPLICATE, REASON_PUBLISHED):
-            count = sum(1 for r in reasons if r == reason)
+        for code, reason in _REASONS.items():
+            count = int((decision == code).sum())
             if count:
                 stats.drop(reason, count)
         sizes = cluster_size[kept_idx]
@@ -361,12 +382,15 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
             "verify_seconds": round(verify_seconds, 3),
         }
         stats.seconds = time.perf_counter() - started
-        return DedupPlan(ids, kept, duplicate_of, reasons, cluster_size, stats)
+        return DedupPlan(ids, decision, duplicate_of, cluster_size, n_pub, pub_ids + redis_ids, stats)
 
 
-def _choose_representatives(labels, n_pub, n, rank, node_ids, ids):
-    """Per cluster: a published member wins (all new members are its duplicates); else the
-    new member with the smallest rank is kept."""
+def _choose_representatives(labels: np.ndarray, n_pub: int, n: int, rank: np.ndarray):
+    """Per cluster: a published (or Redis) member wins and every new member is its
+    duplicate; else the new member with the smallest rank is kept.
+
+    Returns (decision codes, duplicate-of node or -1, cluster size) per source row.
+    """
     n_comp = int(labels.max()) + 1 if len(labels) else 0
     none = np.iinfo(np.int64).max
     new_labels = labels[n_pub : n_pub + n]
@@ -379,21 +403,29 @@ def _choose_representatives(labels, n_pub, n, rank, node_ids, ids):
     row_of_rank[rank] = np.arange(n)
     size = np.bincount(new_labels, minlength=n_comp)
 
+    decision = np.full(n, DUPLICATE, dtype=np.int8)
+    duplicate_of = np.full(n, -1, dtype=np.int64)
     of_published = pub_rep[new_labels] != none
     kept = ~of_published & (best_rank[new_labels] == rank)
-    duplicate_of: list[str | None] = [None] * n
-    reasons: list[str | None] = [None] * n
-    for i in np.flatnonzero(of_published):
-        duplicate_of[i], reasons[i] = node_ids[pub_rep[new_labels[i]]], REASON_PUBLISHED
-    for i in np.flatnonzero(~of_published & ~kept):
-        duplicate_of[i], reasons[i] = ids[row_of_rank[best_rank[new_labels[i]]]], REASON_DUPLICATE
-    return kept, duplicate_of, size[new_labels], reasons
+    decision[kept] = KEPT
+    decision[of_published] = OF_PUBLISHED
+    duplicate_of[of_published] = pub_rep[new_labels[of_published]]
+    dup = decision == DUPLICATE
+    duplicate_of[dup] = n_pub + row_of_rank[best_rank[new_labels[dup]]]
+    return decision, duplicate_of, size[new_labels]
+
+
+def _empty_rows(sigs: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+    """Rows whose signature is all max values (texts with no words), a block at a time."""
+    top = np.iinfo(sigs.dtype).max
+    return np.concatenate([(sigs[lo : lo + block] == top).all(axis=1) for lo in range(0, len(sigs), block)] or
+                          [np.zeros(0, bool)])
 
 
 def _redis_candidates(cfg, ids, sigs, empty, n_pub):
     """Pairs (redis row, table node) from the shared index, ids of those redis rows, their signatures."""
     index = RedisLSH(cfg.lsh_storage, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32")
-    local = set(ids)
+    local = set(ids.to_pylist())
     found = index.query_many(sigs)
     redis_ids = sorted({key for i, keys in enumerate(found) if not empty[i] for key in keys} - local)
     pos = {key: k for k, key in enumerate(redis_ids)}
