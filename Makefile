@@ -69,8 +69,10 @@ demo: setup server teacher
 test: setup-dev
 	$(PY) -m pytest -q
 
+# CPU benchmarks, one JSON line each; bench/train_throughput.py needs a GPU (see docs/training.md).
+CPU_BENCHES := teacher_throughput dedup decontaminate seeds_sampling eval_sandbox
 bench: setup-dev
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
+	@for b in $(CPU_BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py; done
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
