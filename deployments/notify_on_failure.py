@@ -8,7 +8,7 @@ automation `ossforge: flow run failed`, which fires on `prefect.flow-run.Failed`
 `.Crashed` and `.TimedOut` events of flow runs tagged `ossforge` (every deployment in
 prefect.yaml carries the tag). The webhook receives JSON `{"text": "<subject>\\n<body>"}`,
 the shape Slack, Mattermost and Teams incoming webhooks accept; change it with --json-template.
-The URL is stored in the block (a secret field), never in the automation.
+The URL is kept in the block's secret values (masked in the UI and API), never in the automation.
 Run it again to change the URL: both are updated in place.
 """
 
@@ -38,7 +38,10 @@ async def install(webhook_url: str, tag: str = "ossforge", json_template: str | 
 
     block = CustomWebhookNotificationBlock(
         name=BLOCK_NAME,
-        url=webhook_url,
+        # The URL usually embeds a token: keep it in the block's secret values (masked in the
+        # UI and the API) and let the block substitute it when it sends.
+        url="{{webhook_url}}",
+        secrets={"webhook_url": webhook_url},
         method="POST",
         json_data=json.loads(json_template) if json_template else {"text": "{{subject}}\n{{body}}"},
     )

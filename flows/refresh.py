@@ -276,6 +276,7 @@ def _shard_table_rows(summaries: list[dict]) -> list[dict]:
                 "tokens_in": extra.get("tokens_in", 0) + extra.get("cached_tokens_in", 0),
                 "tokens_out": extra.get("tokens_out", 0) + extra.get("cached_tokens_out", 0),
                 "cost_usd": round(extra.get("cost_usd", 0.0), 6),
+                **({"worker": s.get("worker", "")} if any("worker" in x for x in summaries) else {}),
             }
         )
     return rows

@@ -347,3 +347,8 @@ def test_a_failed_run_notifies_through_the_automation(main_worker, teacher, webh
     assert flow_run.name in text and "Failed" in text and "oss-instruct-refresh" in text
     assert hook_url not in text
 
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = CustomWebhookNotificationBlock.load("ossforge-alerts")
+    assert block.url == "{{webhook_url}}" and block.secrets.get_secret_value() == {"webhook_url": hook_url}
+
