@@ -8,7 +8,6 @@ import socket
 import subprocess
 import time
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
