@@ -27,6 +27,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 from pydantic import BaseModel, Field
 
 from ossforge import progress
+from ossforge.errors import UserError
 from ossforge.schema import AUDIT_SCHEMA, DATASET_SCHEMA
 from tasks.dataset_card import render_dataset_card
 from tasks.decontaminate import DecontaminationConfig, decontaminate
@@ -216,6 +217,19 @@ async def _generate_all(config: RefreshConfig, seed_paths: list[str], work_dir: 
         return list(await asyncio.gather(*(one(p) for p in seed_paths)))
 
 
+async def _check_deployment(name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            await client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            raise UserError(
+                f"shard deployment {name!r} does not exist on this Prefect server: run `prefect deploy --all`"
+            ) from None
+
+
 async def _generate_on_workers(config: RefreshConfig, seed_paths, work_dir: Path, cache_path: Path, gate, finished):
     """Each shard as a flow run of the shard deployment, picked up by any worker of its pool.
 
@@ -228,6 +242,7 @@ async def _generate_on_workers(config: RefreshConfig, seed_paths, work_dir: Path
     from prefect.runtime import flow_run as current_run
 
     parent = current_run.get_id() or "local"
+    await _check_deployment(config.shard_deployment)
 
     async def one(path: str) -> dict:
         name = Path(path).stem

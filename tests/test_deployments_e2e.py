@@ -107,6 +107,7 @@ def deployed(prefect_server):
     train = deployments["train/gpu"]
     assert train.work_pool_name == "ossforge-gpu" and train.global_concurrency_limit.limit == 1
     assert deployments[VERSIONED].schedules and deployments[VERSIONED].schedules[0].schedule.cron == "0 3 * * *"
+    assert deployments[VERSIONED].global_concurrency_limit.limit == 1
     assert deployments[SHARDS].work_queue_name == "shards"
     return prefect_server
 
