@@ -226,3 +226,21 @@ def test_scripts_parse_and_are_executable(script):
 def test_start_worker_rejects_an_unknown_kind():
     result = subprocess.run(["bash", str(DEPLOYMENTS / "start-worker.sh"), "tpu"], capture_output=True, text=True)
     assert result.returncode == 2 and "unknown worker kind" in result.stderr
+
+
+def test_gpu_template_renders_a_job_with_the_deployment_variables(prefect_yaml):
+    """Render the template as a worker does: defaults, then the deployment's job variables."""
+    from prefect.utilities.templating import apply_values
+
+    data = json.loads((DEPLOYMENTS / "gpu-pool-kubernetes.json").read_text())
+    values = {k: v["default"] for k, v in data["variables"]["properties"].items() if "default" in v}
+    train = next(d for d in prefect_yaml["deployments"] if d["entrypoint"].startswith("flows/train.py"))
+    values.update(train["work_pool"]["job_variables"])
+    job = apply_values(data["job_configuration"], values, remove_notset=True)["job_manifest"]
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == train["work_pool"]["job_variables"]["image"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == train["work_pool"]["job_variables"]["gpu_count"]
+    assert "cpu" not in container["resources"]["limits"]  # unset limits are dropped, not sent empty
+    assert pod["volumes"][0]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
