@@ -15,6 +15,7 @@ import io
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.dataset_card import render_dataset_card
@@ -44,7 +45,7 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def draw_charts(langs: list[str], problem_lens: list[int], solution_lens: list[int]) -> dict[str, bytes]:
+def draw_charts(langs: Counter, problem_lens: list[int], solution_lens: list[int]) -> dict[str, bytes]:
     """PNG bytes of: language distribution, problem length and solution length histograms."""
     import matplotlib
 
@@ -52,7 +53,7 @@ def draw_charts(langs: list[str], problem_lens: list[int], solution_lens: list[i
     from matplotlib.figure import Figure  # the OO API: no global pyplot state between runs
 
     charts = {}
-    counts = Counter(langs).most_common(15)
+    counts = langs.most_common(15)
     fig = Figure(figsize=(5, 2.6))
     ax = fig.subplots()
     ax.bar([c[0] for c in counts], [c[1] for c in counts], color="#3b82f6")
@@ -79,15 +80,17 @@ def _data_uri(png: bytes) -> str:
 def render_report(out_dir: str | Path, manifest: dict, sample_rows: int = SAMPLE_ROWS) -> str:
     """Markdown for the refresh report; also writes OUTPUT/report/*.png."""
     out_dir = Path(out_dir)
-    langs: list[str] = []
+    langs: Counter = Counter()
     problem_lens: list[int] = []
     solution_lens: list[int] = []
     samples: list[dict] = []
     for f in manifest.get("files", []):
+        # Lengths are computed in Arrow, one shard at a time: a million rows never become
+        # Python strings here, only the few sample rows do.
         table = pq.read_table(out_dir / f["path"], columns=["lang", "seed", "problem", "solution"])
-        langs += table["lang"].to_pylist()
-        problem_lens += [len(t) for t in table["problem"].to_pylist()]
-        solution_lens += [len(t) for t in table["solution"].to_pylist()]
+        langs.update({v["values"]: v["counts"] for v in table["lang"].value_counts().to_pylist()})
+        problem_lens += pc.utf8_length(table["problem"]).to_pylist()
+        solution_lens += pc.utf8_length(table["solution"]).to_pylist()
         if len(samples) < sample_rows:
             samples += table.slice(0, sample_rows - len(samples)).to_pylist()
 
