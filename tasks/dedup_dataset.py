@@ -2,8 +2,8 @@
 dataset directory with the refresh output's layout: OUT/data/*.parquet, OUT/manifest.json,
 OUT/audit/near_dedup.parquet.
 
-The input is streamed in chunks (read three times: signatures, candidate texts, output), so
-memory holds signatures and ids, not the whole text of a large dataset.
+The input is streamed in chunks and read a few times (signatures, borderline candidates'
+texts, audit, output), so memory holds signatures and ids, not the text of a large dataset.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ def dedup_dataset(
     source = FileSource(input_path, cfg.fields)
     if any(out == f.resolve() or out in f.resolve().parents for f in source.files):
         raise UserError(f"--output {output_dir} holds the input files; write the deduplicated dataset elsewhere")
+    src_dir = Path(input_path).resolve()
+    if src_dir.is_dir() and src_dir in out.parents:  # a rerun would read the last output as input
+        raise UserError(f"--output {output_dir} is inside the input directory {input_path}; write it elsewhere")
     plan = plan_near_dedup(source, cfg)
 
     audit_parts = []

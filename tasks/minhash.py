@@ -215,7 +215,7 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
 _VOCAB: dict[bytes, int] = {}
 _VOCAB_HASH = np.zeros(1 << 16, dtype=np.uint64)
 _VOCAB_RENAMEABLE = np.zeros(1 << 16, dtype=bool)
-_VOCAB_LIMIT = 1 << 20
+_VOCAB_LIMIT = 1 << 18  # ~30 MB per process at most
 _PLACEHOLDER_HASH = np.uint64(xxhash.xxh3_64_intdigest(PLACEHOLDER))
 
 

@@ -116,9 +116,9 @@ def representative_rank(ids: pa.Array, seed_index: np.ndarray | None) -> np.ndar
     return rank
 
 
-def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig, pool=None) -> np.ndarray:
+def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig) -> np.ndarray:
     """Jaccard of the shingle sets of each pair; only rows in some pair are re-read and
-    shingled (in the worker pool)."""
+    shingled (in worker processes when they fill more than one chunk)."""
     wanted = np.unique(pairs)
     order: list[np.ndarray] = []  # wanted rows of each chunk sent, in order
 
@@ -133,7 +133,7 @@ def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig, p
 
     sets: dict[int, np.ndarray] = {}
     for k, chunk_sets in enumerate(
-        shingle_set_chunks(texts_of_wanted(), cfg.ngram, cfg.canonicalize_identifiers, cfg.workers, pool)
+        shingle_set_chunks(texts_of_wanted(), cfg.ngram, cfg.canonicalize_identifiers, cfg.workers)
     ):
         sets.update(zip(order[k].tolist(), chunk_sets))
     out = np.empty(len(pairs))
@@ -267,7 +267,7 @@ def near_dedup(table: pa.Table, cfg: NearDedupConfig | None = None) -> tuple[pa.
 
 
 def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
-    """Decide every row of `source`, holding only signatures (not text) for all rows.
+    """Decide every row of `source`, holding only signatures and ids (not text) for all rows.
 
     Reads the source once for signatures and, when some candidates are borderline, once
     more for the text of just those rows (the exact Jaccard check).
@@ -289,8 +289,8 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
             yield _text_columns(chunk, cfg.fields)
 
     n_rows = getattr(source, "num_rows", lambda: None)()
-    # One process pool for both phases that need one (signatures, exact Jaccard), and none
-    # for a table that fits one chunk.
+    # Worker processes for the signatures (none for a table that fits one chunk); they exit
+    # before the index is built, so their memory and the index's never add up.
     with worker_pool(cfg.workers if n_rows is None or n_rows > CHUNK_ROWS else 1) as pool:
         t0 = time.perf_counter()
         sigs = _collect(
@@ -301,88 +301,90 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
             cfg.num_perm,
         )
         signature_seconds = time.perf_counter() - t0
-        ids = pa.concat_arrays(id_chunks) if id_chunks else pa.array([], pa.string())
-        del id_chunks
-        n = len(ids)
-        stats = StageStats(STAGE, rows_in=n)
-        empty = _empty_rows(sigs)  # no tokens: never a near-duplicate
-        by_seed = bool(has_seed_index) and all(has_seed_index)
-        rank = representative_rank(ids, np.concatenate(seed_index) if by_seed else None)
-        bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
+    ids = pa.concat_arrays(id_chunks) if id_chunks else pa.array([], pa.string())
+    del id_chunks
+    n = len(ids)
+    stats = StageStats(STAGE, rows_in=n)
+    empty = _empty_rows(sigs)  # no tokens: never a near-duplicate
+    by_seed = bool(has_seed_index) and all(has_seed_index)
+    rank = representative_rank(ids, np.concatenate(seed_index) if by_seed else None)
+    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
 
-        # Published signatures (earlier versions) come first in the node numbering: nodes
-        # 0..P-1 are published rows, P..P+n-1 this source's rows, then rows found in Redis.
-        pub_ids, pub_sigs = load_signatures(cfg.index_dir, cfg, exclude_ids=set(ids.to_pylist())) if cfg.index_dir else ([], None)
-        n_pub = len(pub_ids)
-        all_sigs = sigs if n_pub == 0 else np.concatenate([pub_sigs, sigs])
-        active = np.concatenate([np.ones(n_pub, bool), ~empty])
+    # Published signatures (earlier versions) come first in the node numbering: nodes
+    # 0..P-1 are published rows, P..P+n-1 this source's rows, then rows found in Redis.
+    pub_ids, pub_sigs = ([], None) if not cfg.index_dir else load_signatures(
+        cfg.index_dir, cfg, exclude_ids=set(ids.to_pylist())
+    )
+    n_pub = len(pub_ids)
+    all_sigs = sigs if n_pub == 0 else np.concatenate([pub_sigs, sigs])
+    active = np.concatenate([np.ones(n_pub, bool), ~empty])
 
-        t0 = time.perf_counter()
-        pairs = band_candidate_pairs(all_sigs, bands, rows, active)
-        pairs = pairs[pairs[:, 1] >= n_pub]  # published-published pairs were settled when published
+    t0 = time.perf_counter()
+    pairs = band_candidate_pairs(all_sigs, bands, rows, active)
+    pairs = pairs[pairs[:, 1] >= n_pub]  # published-published pairs were settled when published
+    if cfg.lsh_storage:
+        redis_pairs, redis_ids, redis_sigs = _redis_candidates(cfg, ids, sigs, empty, n_pub)
+    else:
+        redis_pairs, redis_ids, redis_sigs = np.zeros((0, 2), np.int64), [], None
+    lsh_seconds = time.perf_counter() - t0
+
+    # Check candidates by the MinHash estimate; with verify_jaccard, pairs whose estimate is
+    # too close to the threshold to trust (within 4 standard deviations of a 128-permutation
+    # estimate: +-0.18) get the exact Jaccard of their shingle sets when both texts are here.
+    t0 = time.perf_counter()
+    candidates = len(pairs) + len(redis_pairs)
+    similarity = _pair_estimates(all_sigs, all_sigs, pairs)
+    exact_checked = 0
+    if cfg.verify_jaccard and len(pairs):
+        margin = 4 * np.sqrt(0.25 / cfg.num_perm)
+        unsure = (pairs[:, 0] >= n_pub) & (np.abs(similarity - cfg.threshold) <= margin)
+        if unsure.any():
+            similarity[unsure] = _exact_jaccard(pairs[unsure] - n_pub, source, cfg)
+            exact_checked = int(unsure.sum())
+    edges = pairs[similarity >= cfg.threshold]
+    if len(redis_pairs):
+        keep = _pair_estimates(redis_sigs, sigs, redis_pairs - [0, n_pub]) >= cfg.threshold
+        edges = np.concatenate([edges, np.stack([redis_pairs[keep, 0] + n_pub + n, redis_pairs[keep, 1]], axis=1)])
+    verify_seconds = time.perf_counter() - t0
+    del all_sigs
+
+    n_nodes = n_pub + n + len(redis_ids)
+    labels = _components(n_nodes, edges) if len(edges) else np.arange(n_nodes)
+    decision, duplicate_of, cluster_size = _choose_representatives(labels, n_pub, n, rank)
+    kept_idx = np.flatnonzero(decision == KEPT)
+    if cfg.lsh_storage or cfg.index_dir:
+        kept_ids = ids.take(pa.array(kept_idx, pa.int64())).to_pylist()
         if cfg.lsh_storage:
-            redis_pairs, redis_ids, redis_sigs = _redis_candidates(cfg, ids, sigs, empty, n_pub)
-        else:
-            redis_pairs, redis_ids, redis_sigs = np.zeros((0, 2), np.int64), [], None
-        lsh_seconds = time.perf_counter() - t0
+            index = RedisLSH(cfg.lsh_storage, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32")
+            index.insert_many(kept_ids, sigs[kept_idx])
+        if cfg.index_dir:
+            persist_signatures(kept_ids, sigs[kept_idx], cfg.index_dir, cfg.version, cfg)
 
-        # Check candidates by the MinHash estimate; with verify_jaccard, pairs whose estimate is
-        # too close to the threshold to trust (within 4 standard deviations of a 128-permutation
-        # estimate: +-0.18) get the exact Jaccard of their shingle sets when both texts are here.
-        t0 = time.perf_counter()
-        candidates = len(pairs) + len(redis_pairs)
-        similarity = _pair_estimates(all_sigs, all_sigs, pairs)
-        exact_checked = 0
-        if cfg.verify_jaccard and len(pairs):
-            margin = 4 * np.sqrt(0.25 / cfg.num_perm)
-            unsure = (pairs[:, 0] >= n_pub) & (np.abs(similarity - cfg.threshold) <= margin)
-            if unsure.any():
-                similarity[unsure] = _exact_jaccard(pairs[unsure] - n_pub, source, cfg, pool)
-                exact_checked = int(unsure.sum())
-        edges = pairs[similarity >= cfg.threshold]
-        if len(redis_pairs):
-            keep = _pair_estimates(redis_sigs, sigs, redis_pairs - [0, n_pub]) >= cfg.threshold
-            edges = np.concatenate([edges, np.stack([redis_pairs[keep, 0] + n_pub + n, redis_pairs[keep, 1]], axis=1)])
-        verify_seconds = time.perf_counter() - t0
-        del all_sigs
-
-        n_nodes = n_pub + n + len(redis_ids)
-        labels = _components(n_nodes, edges) if len(edges) else np.arange(n_nodes)
-        decision, duplicate_of, cluster_size = _choose_representatives(labels, n_pub, n, rank)
-        kept_idx = np.flatnonzero(decision == KEPT)
-        if cfg.lsh_storage or cfg.index_dir:
-            kept_ids = ids.take(pa.array(kept_idx, pa.int64())).to_pylist()
-            if cfg.lsh_storage:
-                index = RedisLSH(cfg.lsh_storage, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32")
-                index.insert_many(kept_ids, sigs[kept_idx])
-            if cfg.index_dir:
-                persist_signatures(kept_ids, sigs[kept_idx], cfg.index_dir, cfg.version, cfg)
-
-        stats.rows_out = len(kept_idx)
-        for code, reason in _REASONS.items():
-            count = int((decision == code).sum())
-            if count:
-                stats.drop(reason, count)
-        sizes = cluster_size[kept_idx]
-        stats.extra = {
-            "threshold": cfg.threshold,
-            "num_perm": cfg.num_perm,
-            "bands": bands,
-            "rows_per_band": rows,
-            "ngram": cfg.ngram,
-            "clusters_with_duplicates": int((sizes > 1).sum()),
-            "largest_cluster": int(sizes.max()) if len(sizes) else 0,
-            "candidate_pairs": int(candidates),
-            "exact_jaccard_checks": exact_checked,
-            "duplicate_edges": int(len(edges)),
-            "empty_documents": int(empty.sum()),
-            "published_signatures": n_pub + len(redis_ids),
-            "signature_seconds": round(signature_seconds, 3),
-            "lsh_seconds": round(lsh_seconds, 3),
-            "verify_seconds": round(verify_seconds, 3),
-        }
-        stats.seconds = time.perf_counter() - started
-        return DedupPlan(ids, decision, duplicate_of, cluster_size, n_pub, pub_ids + redis_ids, stats)
+    stats.rows_out = len(kept_idx)
+    for code, reason in _REASONS.items():
+        count = int((decision == code).sum())
+        if count:
+            stats.drop(reason, count)
+    sizes = cluster_size[kept_idx]
+    stats.extra = {
+        "threshold": cfg.threshold,
+        "num_perm": cfg.num_perm,
+        "bands": bands,
+        "rows_per_band": rows,
+        "ngram": cfg.ngram,
+        "clusters_with_duplicates": int((sizes > 1).sum()),
+        "largest_cluster": int(sizes.max()) if len(sizes) else 0,
+        "candidate_pairs": int(candidates),
+        "exact_jaccard_checks": exact_checked,
+        "duplicate_edges": int(len(edges)),
+        "empty_documents": int(empty.sum()),
+        "published_signatures": n_pub + len(redis_ids),
+        "signature_seconds": round(signature_seconds, 3),
+        "lsh_seconds": round(lsh_seconds, 3),
+        "verify_seconds": round(verify_seconds, 3),
+    }
+    stats.seconds = time.perf_counter() - started
+    return DedupPlan(ids, decision, duplicate_of, cluster_size, n_pub, pub_ids + redis_ids, stats)
 
 
 def _choose_representatives(labels: np.ndarray, n_pub: int, n: int, rank: np.ndarray):

@@ -112,6 +112,8 @@ def test_output_holding_the_input_is_refused(tmp_path):
         from tasks.near_dedup import NearDedupConfig
 
         dedup_dataset(tmp_path / "ds", tmp_path / "ds", NearDedupConfig(workers=1))
+    with pytest.raises(Exception, match="inside the input directory"):
+        dedup_dataset(tmp_path / "ds", tmp_path / "ds" / "deduped", NearDedupConfig(workers=1))
 
 
 def test_flow_under_prefect_publishes_summary(prefect_server, tmp_path):
