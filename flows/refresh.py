@@ -30,7 +30,7 @@ from ossforge import progress
 from ossforge.errors import UserError
 from ossforge.schema import AUDIT_SCHEMA, DATASET_SCHEMA
 from tasks.dataset_card import render_dataset_card
-from tasks.decontaminate import DecontaminationConfig, decontaminate
+from tasks.decontaminate import DecontaminationConfig, decontaminate, decontamination_report_markdown
 from tasks.exact_dedup import ExactDeduper
 from tasks.generation import generate_shard
 from tasks.near_dedup import NearDedupConfig, near_dedup
@@ -54,6 +54,7 @@ PROGRESS_KEY = "refresh-progress"
 SHARDS_KEY = "refresh-shards"
 SUMMARY_KEY = "refresh-summary"
 REPORT_KEY = "refresh-report"
+DECONTAMINATION_KEY = "refresh-decontamination"
 
 
 class RefreshConfig(BaseModel):
@@ -372,6 +373,11 @@ async def refresh_flow(config: RefreshConfig) -> dict:
 
     await acreate_table_artifact(_shard_table_rows(summaries), key=SHARDS_KEY, description="Per-shard generation figures")
     await acreate_markdown_artifact(_summary_markdown(manifest), key=SUMMARY_KEY, description="Refresh summary")
+    if "decontaminate" in manifest["stages"]:
+        await acreate_markdown_artifact(
+            decontamination_report_markdown(manifest["stages"]["decontaminate"]),
+            key=DECONTAMINATION_KEY, description="Benchmark decontamination: hits per benchmark and matcher",
+        )
     if config.report:
         from tasks.report import render_report
 

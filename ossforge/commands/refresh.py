@@ -101,6 +101,9 @@ def refresh(
     near_dedup: bool = typer.Option(True, help="MinHash near-duplicate removal"),
     decontaminate: bool = typer.Option(True, help="benchmark decontamination"),
     benchmark_dir: Optional[Path] = typer.Option(None, help="directory with benchmark files for decontamination"),
+    shard_deployment: Optional[str] = typer.Option(
+        None, help="spread generation shards over a pool's workers via this deployment (e.g. generate-shard/cpu)"
+    ),
     config: Optional[Path] = typer.Option(None, help="JSON file with a RefreshConfig; options override it"),
     progress: bool = typer.Option(True, help="terminal progress bar"),
 ) -> None:
@@ -108,6 +111,7 @@ def refresh(
     overrides = {
         "output_dir": str(output_dir) if output_dir else None,
         "shard_size": shard_size,
+        "shard_deployment": shard_deployment,
         "seeds.source": seed_source,
         "seeds.num_seeds": num_seeds if num_seeds is not None else (sum(quotas.values()) if quotas else None),
         "seeds.random_seed": seed,
