@@ -92,7 +92,8 @@ class RefreshConfig(BaseModel):
 
 # Fields that change how fast a run goes, not what it produces.
 _OPERATIONAL = {"output_dir", "parallel_shards", "cache_dir", "shard_deployment", "teacher_rate_limit", "report"}
-_TEACHER_OPERATIONAL = {"concurrency", "rpm", "tpm", "max_retries", "request_timeout_s", "max_cost_usd",
+_TEACHER_OPERATIONAL = {"concurrency", "rpm", "tpm", "rate_window_s", "max_retries", "retry_base_s", "retry_max_s",
+                        "request_timeout_s", "transport", "price_per_mtok_in", "price_per_mtok_out", "max_cost_usd",
                         "max_total_tokens", "api_key_env", "api_key_secret_block", "base_url"}
 
 
@@ -181,7 +182,9 @@ async def ensure_rate_limit(limit: GlobalRateLimit) -> None:
         )
 
 
-async def _generate_all(config: RefreshConfig, seed_paths: list[str], work_dir: Path) -> list[dict]:
+async def _generate_all(
+    config: RefreshConfig, seed_paths: list[str], work_dir: Path, seed_count: int | None = None
+) -> list[dict]:
     teacher = config.teacher
     parallel = config.parallel_shards or max(2, -(-teacher.concurrency // config.generation_shard_size) + 1)
     progress_id = await acreate_progress_artifact(0.0, key=PROGRESS_KEY, description="Generation shards finished")
@@ -204,6 +207,7 @@ async def _generate_all(config: RefreshConfig, seed_paths: list[str], work_dir: 
     limit = config.teacher_rate_limit
     permits = prefect_rate_limit_permits(limit.name, limit.batch_size()) if limit is not None else None
     async with TeacherSession(teacher, cache_path=cache_path, permits=permits) as session:
+        session.expected_replies = seed_count  # the CLI bar's total
 
         async def one(path: str) -> dict:
             # A cached result is only good while the files it describes are still there.
@@ -325,7 +329,7 @@ async def refresh_flow(config: RefreshConfig) -> dict:
         logger.info("no new seeds: %d were generated earlier", seed_stats["dropped"].get(SeedExcluder.REASON, 0))
         return {"status": "no_new_seeds", "config": config.model_dump(mode="json"), "stages": {"seeds": seed_stats},
                 "rows": 0}
-    summaries = await _generate_all(config, seed_paths, work)
+    summaries = await _generate_all(config, seed_paths, work, seed_stats["out"])
     teacher_stats = _merge_stage("teacher", [s["teacher"] for s in summaries])
     parse_stats = _merge_stage("parse", [s["parse"] for s in summaries])
 
