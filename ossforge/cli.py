@@ -33,26 +33,20 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Standalone mode lets click report usage errors (exit 2) the usual way; our own
+    # UserErrors come through as exceptions and become one line.
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="ossforge")
     except UserError as exc:
         print(f"ossforge: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ossforge: interrupted", file=sys.stderr)
         return 130
-    except SystemExit as exc:  # typer/click exits (--help, usage errors)
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
         return exc.code if isinstance(exc.code, int) else 1
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            print("ossforge: aborted", file=sys.stderr)
-            return 1
-        raise
     return 0
 
 

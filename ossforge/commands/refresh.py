@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ossforge.config_files import build_config
 from ossforge.errors import UserError
 from ossforge.local_teacher_defaults import LOCAL_TEACHER_MODEL, LOCAL_TEACHER_URL
 
@@ -28,45 +28,14 @@ def _parse_quotas(quota: list[str]) -> dict[str, int] | None:
     return quotas
 
 
-def build_config(
-    *,
-    config_file: Optional[Path],
-    overrides: dict,
-):
-    """Defaults < --config file < explicit command-line options."""
-    from pydantic import ValidationError
-
-    from flows.refresh import RefreshConfig
-
-    data: dict = {}
-    if config_file is not None:
-        try:
-            data = json.loads(config_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read config file {config_file}: {exc}") from None
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            if not isinstance(node.get(p), dict):
-                node[p] = {}
-            node = node[p]
-        node[leaf] = value
-    # With no config file and no options, the embedded local teacher (`ossforge teacher serve`).
+def _local_teacher_defaults(data: dict) -> None:
+    """With no teacher given anywhere, the embedded local one (`ossforge teacher serve`)."""
     teacher = data.setdefault("teacher", {})
     teacher.setdefault("base_url", LOCAL_TEACHER_URL)
     teacher.setdefault("model", LOCAL_TEACHER_MODEL)
     if teacher["base_url"] == LOCAL_TEACHER_URL:  # llama.cpp takes its JSON schema as json_object
         teacher.setdefault("json_response_format", "json_object")
     data.setdefault("seeds", {}).setdefault("num_seeds", 100)
-    try:
-        return RefreshConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise UserError(f"invalid setting {where}: {first['msg']}") from None
 
 
 def refresh(
@@ -137,7 +106,9 @@ def refresh(
         "teacher.context_size": context_size,
         "teacher.max_tokens_cap": max_reply_tokens,
     }
-    cfg = build_config(config_file=config, overrides=overrides)
+    from flows.refresh import RefreshConfig
+
+    cfg = build_config(RefreshConfig, config, overrides, defaults=_local_teacher_defaults)
     if not near_dedup:
         cfg.near_dedup = None
     if not decontaminate:

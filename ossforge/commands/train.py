@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ossforge.config_files import build_config
 from ossforge.errors import UserError
 
 
@@ -16,27 +16,6 @@ def register(app: typer.Typer) -> None:
         "train",
         help="Fine-tune a causal code model on dataset versions with DeepSpeed ZeRO-3 (the paper's recipe by default).",
     )(train)
-
-
-def build_config(config_file: Optional[Path], overrides: dict):
-    """Defaults < --config file (JSON TrainConfig) < explicit command-line options."""
-    from pydantic import ValidationError
-
-    from flows.train import TrainConfig
-
-    data: dict = {}
-    if config_file is not None:
-        try:
-            data = json.loads(config_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read config file {config_file}: {exc}") from None
-    data.update({key: value for key, value in overrides.items() if value is not None and value != []})
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "config"
-        raise UserError(f"invalid setting {where}: {first['msg']}") from None
 
 
 def precheck(cfg) -> None:
@@ -80,7 +59,10 @@ def train(
         import torch
 
         cpu = None if torch.cuda.is_available() else True
+    from flows.train import TrainConfig
+
     cfg = build_config(
+        TrainConfig,
         config,
         {
             "datasets": dataset,
