@@ -97,9 +97,14 @@ _TEACHER_OPERATIONAL = {"concurrency", "rpm", "tpm", "rate_window_s", "max_retri
                         "max_total_tokens", "api_key_env", "api_key_secret_block", "base_url"}
 
 
+_NEAR_DEDUP_OPERATIONAL = {"workers", "lsh_storage", "index_dir", "version"}
+
+
 def config_fingerprint(config: RefreshConfig) -> str:
     data = config.model_dump(mode="json", exclude=_OPERATIONAL)
     data["teacher"] = {k: v for k, v in data["teacher"].items() if k not in _TEACHER_OPERATIONAL}
+    if data.get("near_dedup"):
+        data["near_dedup"] = {k: v for k, v in data["near_dedup"].items() if k not in _NEAR_DEDUP_OPERATIONAL}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
