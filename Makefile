@@ -67,7 +67,7 @@ demo: setup server teacher
 	  --output-format json --context-size 2048 --max-reply-tokens 256 --no-progress
 
 test: setup-dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 # CPU benchmarks, one JSON line each; bench/train_throughput.py needs a GPU (see docs/training.md).
 CPU_BENCHES := teacher_throughput dedup decontaminate seeds_sampling eval_sandbox
