@@ -48,7 +48,7 @@ server: $(VENV)/.core
 	@mkdir -p $(STATE)
 	@if curl -sf $(PREFECT_API)/health >/dev/null; then echo "Prefect server already up at $(PREFECT_API)"; else \
 	  echo "starting Prefect server on 127.0.0.1:$(PREFECT_PORT) (log: $(STATE)/prefect-server.log)"; \
-	  nohup setsid $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) \
+	  PREFECT_SERVER_ANALYTICS_ENABLED=false nohup setsid $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) \
 	    >$(STATE)/prefect-server.log 2>&1 & \
 	  for i in $$(seq 1 120); do curl -sf $(PREFECT_API)/health >/dev/null && break; sleep 1; done; \
 	  curl -sf $(PREFECT_API)/health >/dev/null || { tail -20 $(STATE)/prefect-server.log; exit 1; }; fi
