@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import urllib.request
+
+from ossforge.http_probe import answers_ok
 
 DEFAULT_LOCAL_API = "http://127.0.0.1:4200/api"
 
 
 def _answers(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=2) as resp:
-            return resp.status == 200
-    except Exception:
-        return False
+    return answers_ok(f"{api_url.rstrip('/')}/health")
 
 
 def ensure_prefect_api() -> str | None:

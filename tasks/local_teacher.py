@@ -13,10 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from ossforge.errors import UserError
+from ossforge.http_probe import answers_ok
 from ossforge.local_teacher_defaults import LOCAL_TEACHER_HOST, LOCAL_TEACHER_MODEL, LOCAL_TEACHER_PORT
 
 CONTEXT_SIZE = 2048  # SmolLM2-135M was trained with 2k context (8k with RoPE scaling, not needed here)
@@ -43,11 +43,7 @@ def base_url(host: str = LOCAL_TEACHER_HOST, port: int = LOCAL_TEACHER_PORT) -> 
 
 
 def is_serving(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
-            return resp.status == 200
-    except Exception:
-        return False
+    return answers_ok(f"{url}/models")
 
 
 def server_command(host: str, port: int, threads: int | None = None) -> list[str]:
