@@ -8,11 +8,15 @@ never one request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
 from pathlib import Path
 
+from collections.abc import Iterator
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
@@ -28,20 +32,22 @@ from pydantic import BaseModel, Field
 
 from ossforge import progress
 from ossforge.errors import UserError
-from ossforge.schema import AUDIT_SCHEMA, DATASET_SCHEMA
+from ossforge.schema import AUDIT_SCHEMA, CLUSTER_ID, CLUSTER_SIZE, DATASET_SCHEMA
 from tasks.dataset_card import render_dataset_card
-from tasks.decontaminate import DecontaminationConfig, decontaminate, decontamination_report_markdown
+from tasks.decontaminate import DecontaminationConfig, Decontaminator, decontamination_report_markdown
+from tasks.decontaminate_dataset import MATCH_CHUNK_ROWS
+from tasks.dedup_dataset import FileSource
 from tasks.exact_dedup import ExactDeduper
 from tasks.generation import generate_shard
-from tasks.near_dedup import NearDedupConfig, near_dedup
+from tasks.near_dedup import NearDedupConfig, plan_near_dedup
 from tasks.publish import publish_dataset
 from tasks.seeds import SeedConfig, sample_seeds
-from tasks.shards import file_sha256, write_parquet_atomic, write_text_atomic
+from tasks.shards import file_sha256, rebatch, write_parquet_atomic, write_text_atomic
 from tasks.shard_job import GlobalRateLimit, ShardJob, summary_path
 from tasks.stats import StageStats, timed
 from tasks.teacher import TeacherConfig, TeacherSession
 from tasks.teacher_limits import prefect_rate_limit_permits
-from tasks.versions import SeedExcluder, rebatch
+from tasks.versions import SeedExcluder
 
 # Bump when a change to generation would make cached shard results wrong.
 GENERATION_CACHE_VERSION = "1"
@@ -338,12 +344,13 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     teacher_stats = _merge_stage("teacher", [s["teacher"] for s in summaries])
     parse_stats = _merge_stage("parse", [s["parse"] for s in summaries])
 
-    pairs, audits = _clean(config, summaries)
+    clean_files, audits, clean_stats = _clean(config, summaries, work)
+    rows = sum(pq.read_metadata(f).num_rows for f in clean_files)
     stages = {
         "seeds": seed_stats,
         "teacher": teacher_stats.as_dict(),
         "parse": parse_stats.as_dict(),
-        **{name: stats for name, stats in audits.pop("_stats").items()},
+        **clean_stats,
     }
     dropped_after_seeding = sum(
         sum(stage["dropped"].values()) for name, stage in stages.items() if name != "seeds"
@@ -357,9 +364,9 @@ async def refresh_flow(config: RefreshConfig) -> dict:
         "stages": stages,
         "accounting": {
             "seeds": seed_stats["out"],
-            "rows": pairs.num_rows,
+            "rows": rows,
             "dropped": dropped_after_seeding,
-            "balanced": seed_stats["out"] == pairs.num_rows + dropped_after_seeding,
+            "balanced": seed_stats["out"] == rows + dropped_after_seeding,
         },
         # What the dataset's replies cost, whether paid in this run or in the run that cached them.
         "usage": {
@@ -377,7 +384,9 @@ async def refresh_flow(config: RefreshConfig) -> dict:
         "seconds": {name: stage.get("seconds", 0.0) for name, stage in stages.items()},
     }
     manifest["seconds"]["total"] = round(time.perf_counter() - started, 3)
-    manifest = publish_dataset(out, [pairs], config.shard_size, manifest, audits, schema=DATASET_SCHEMA)
+    manifest = publish_dataset(
+        out, (pq.read_table(f) for f in clean_files), config.shard_size, manifest, audits, schema=DATASET_SCHEMA
+    )
     write_text_atomic(render_dataset_card(manifest), out / "README.md")
 
     await acreate_table_artifact(_shard_table_rows(summaries), key=SHARDS_KEY, description="Per-shard generation figures")
@@ -399,36 +408,66 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     return manifest
 
 
-def _clean(config: RefreshConfig, summaries: list[dict]) -> tuple[pa.Table, dict]:
-    """Exact dedup across shards, then near-dedup, then decontamination (each optional but exact)."""
+def _clean(config: RefreshConfig, summaries: list[dict], work: Path) -> tuple[list[Path], dict, dict]:
+    """Exact dedup across shards, then near-dedup, then decontamination, streaming shard by shard.
+
+    Memory holds exact-dedup digests and near-dedup signatures, never all rows: rows are
+    staged under work/deduped/ after exact dedup and under work/clean/ at the end.
+    Returns (clean files in order, audits by stage, stats by stage).
+    """
+    deduped_dir, clean_dir = work / "deduped", work / "clean"
+    for stale in [*deduped_dir.glob("*.parquet"), *clean_dir.glob("*.parquet")]:
+        stale.unlink()
     deduper = ExactDeduper()
-    kept, exact_audit = [], []
-    failures = []
+    exact_audit, failures = [], []
     with timed(deduper.stats):
         for s in summaries:  # shard order = seed order, so "first occurrence" is deterministic
             table, audit = deduper.filter(pq.read_table(s["pairs_path"]))
-            kept.append(table)
+            write_parquet_atomic(table, deduped_dir / f"{s['shard']}.parquet")
             exact_audit.extend(audit)
             failures.append(pq.read_table(s["failures_path"]))
-    pairs = pa.concat_tables(kept) if kept else pa.schema([]).empty_table()
     stats = {"exact_dedup": deduper.stats.as_dict()}
     audits = {
         "generation": pa.concat_tables(failures) if failures else AUDIT_SCHEMA.empty_table(),
         "exact_dedup": pa.Table.from_pylist(exact_audit, schema=AUDIT_SCHEMA),
     }
-    # Near-dedup adds cluster_id / cluster_size; without it every row is its own cluster.
-    if config.near_dedup is not None:
-        pairs, audit, near_stats = near_dedup(pairs, config.near_dedup)
-        stats["near_dedup"], audits["near_dedup"] = near_stats.as_dict(), audit
-    elif "id" in pairs.column_names:  # without near-dedup every row is its own cluster
-        pairs = pairs.append_column("cluster_id", pairs["id"]).append_column(
-            "cluster_size", pa.array([1] * pairs.num_rows, pa.int32())
-        )
-    if config.decontamination is not None:
-        pairs, audit, decon_stats = decontaminate(pairs, config.decontamination)
-        stats["decontaminate"], audits["decontaminate"] = decon_stats.as_dict(), audit
-    audits["_stats"] = stats
-    return pairs, audits
+    if deduper.stats.rows_out == 0:
+        return [], audits, stats
+
+    source = FileSource(deduped_dir, ("problem", "solution"))
+    plan = plan_near_dedup(source, config.near_dedup) if config.near_dedup is not None else None
+    decontaminator = Decontaminator(config.decontamination) if config.decontamination is not None else None
+    near_audits, decon_audits, clean_files = [], [], []
+
+    def near_deduped() -> Iterator[pa.Table]:
+        offset = 0
+        for chunk in source.chunks():
+            if plan is not None:
+                kept, audit = plan.apply(chunk, offset)
+                near_audits.append(audit)
+            else:  # without near-dedup every row is its own cluster
+                kept = chunk.append_column(CLUSTER_ID, chunk["id"]).append_column(
+                    CLUSTER_SIZE, pa.array(np.ones(chunk.num_rows, np.int32))
+                )
+            offset += chunk.num_rows
+            yield kept
+
+    with decontaminator or contextlib.nullcontext():
+        for i, table in enumerate(rebatch(near_deduped(), MATCH_CHUNK_ROWS)):
+            if decontaminator is not None:
+                keep, audit = decontaminator.flag(table)
+                decon_audits.append(audit)
+                table = table.filter(pa.array(keep, type=pa.bool_()))
+            clean_files.append(write_parquet_atomic(table, clean_dir / f"part-{i:05d}.parquet"))
+        if decontaminator is not None:
+            stats["decontaminate"] = decontaminator.stats().as_dict()
+            audits["decontaminate"] = pa.concat_tables(decon_audits) if decon_audits else AUDIT_SCHEMA.empty_table()
+    if plan is not None:
+        stats["near_dedup"] = plan.stats.as_dict()
+        audits["near_dedup"] = pa.concat_tables(near_audits) if near_audits else AUDIT_SCHEMA.empty_table()
+    # Stages in pipeline order, whatever order they finished in.
+    order = ["exact_dedup", "near_dedup", "decontaminate"]
+    return clean_files, audits, {name: stats[name] for name in order if name in stats}
 
 
 def _summary_markdown(manifest: dict) -> str:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -70,24 +70,6 @@ class SeedExcluder:
         kept = table.filter(pc.invert(seen))
         self.excluded += table.num_rows - kept.num_rows
         return kept
-
-
-def rebatch(tables: Iterable[pa.Table], size: int) -> Iterator[pa.Table]:
-    """Re-chunk a stream of tables into tables of `size` rows (the last may be smaller)."""
-    pending: list[pa.Table] = []
-    rows = 0
-    for table in tables:
-        if table.num_rows == 0:
-            continue
-        pending.append(table)
-        rows += table.num_rows
-        while rows >= size:
-            merged = pa.concat_tables(pending).combine_chunks()
-            yield merged.slice(0, size)
-            rest = merged.slice(size)
-            pending, rows = ([rest] if rest.num_rows else []), rest.num_rows
-    if rows:
-        yield pa.concat_tables(pending).combine_chunks()
 
 
 class VersionStore:

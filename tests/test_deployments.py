@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from ossforge.schema import DATASET_SCHEMA, SEED_SCHEMA
-from tasks.versions import SeedExcluder, VersionStore, rebatch, seed_digests
+from tasks.shards import rebatch
+from tasks.versions import SeedExcluder, VersionStore, seed_digests
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = REPO / "deployments"
