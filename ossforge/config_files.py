@@ -57,3 +57,13 @@ def build_config(
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "config"
         raise UserError(f"invalid setting {where}: {first['msg']}") from None
+
+
+def config_from_options(model: type[BaseModel], settings: dict) -> BaseModel:
+    """A config from flat command-line options (None = not given); errors name the option."""
+    try:
+        return model(**{key: value for key, value in settings.items() if value is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        option = str(first["loc"][0]).replace("_", "-") if first["loc"] else "config"
+        raise UserError(f"invalid --{option}: {first['msg'].removeprefix('Value error, ')}") from None

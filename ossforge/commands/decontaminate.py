@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ossforge.errors import UserError
+from ossforge.config_files import config_from_options
 
 
 def register(app: typer.Typer) -> None:
@@ -40,8 +40,6 @@ def decontaminate(
     shard_size: int = typer.Option(10_000, min=1, help="max rows per output shard"),
     prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow `decontaminate`"),
 ) -> None:
-    from pydantic import ValidationError
-
     from tasks.decontaminate import DecontaminationConfig
 
     settings = {
@@ -55,12 +53,7 @@ def decontaminate(
         "whitelist": whitelist or None,
         "workers": workers,
     }
-    try:
-        cfg = DecontaminationConfig(**{k: v for k, v in settings.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]).replace("_", "-") if first["loc"] else "config"
-        raise UserError(f"invalid --{field}: {first['msg']}") from None
+    cfg = config_from_options(DecontaminationConfig, settings)
 
     if prefect:
         from flows.decontaminate import DecontaminateFlowConfig, decontaminate_flow

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ossforge.errors import UserError
+from ossforge.config_files import config_from_options
 
 
 def register(app: typer.Typer) -> None:
@@ -39,8 +39,6 @@ def dedup(
     shard_size: int = typer.Option(10_000, min=1, help="max rows per output shard"),
     prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow `near-dedup` (needs PREFECT_API_URL)"),
 ) -> None:
-    from pydantic import ValidationError
-
     from tasks.near_dedup import NearDedupConfig
 
     settings = {
@@ -56,11 +54,7 @@ def dedup(
         "workers": workers,
         "seed": seed,
     }
-    try:
-        cfg = NearDedupConfig(**{k: v for k, v in settings.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UserError(f"invalid --{'-'.join(str(x) for x in first['loc']).replace('_', '-')}: {first['msg']}") from None
+    cfg = config_from_options(NearDedupConfig, settings)
 
     if prefect:
         from flows.dedup import DedupFlowConfig, dedup_flow

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ossforge.errors import UserError
+from ossforge.config_files import config_from_options
 
 
 def register(app: typer.Typer) -> None:
@@ -33,8 +33,6 @@ def evaluate(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="sandbox processes at once (default: CPU count)"),
     memory_mb: Optional[int] = typer.Option(None, "--memory-mb", help="address-space limit per sample (default 4096)"),
 ) -> None:
-    from pydantic import ValidationError
-
     from flows.evaluate import EvaluateConfig, evaluate_flow
 
     settings = {
@@ -50,12 +48,7 @@ def evaluate(
         "workers": workers,
         "memory_mb": memory_mb,
     }
-    try:
-        cfg = EvaluateConfig(**{k: v for k, v in settings.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = "-".join(str(x) for x in first["loc"]).replace("_", "-")
-        raise UserError(f"invalid --{field}: {first['msg'].removeprefix('Value error, ')}") from None
+    cfg = config_from_options(EvaluateConfig, settings)
 
     # Fail fast, before any flow run or model load, on what the user can fix.
     from flows.evaluate import cache_dir_for, resolve_model
