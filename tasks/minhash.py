@@ -6,13 +6,13 @@ becomes a `datasketch.LeanMinHash` with `to_lean_minhash`, so rows go into datas
 `MinHashLSH` and its `jaccard` estimates agree with ours.
 
 Why not `MinHash.update` per shingle: it does a Python call and a 128-wide numpy
-operation per shingle. Here each document costs a few regex passes and one dict lookup per
-token in Python; shingle hashes and the permutations are computed for thousands of
-documents at once in numpy (see bench/dedup.py for the figures).
+operation per shingle. Here each document costs a few regex passes in Python; tokens, their
+hashes, shingle hashes and the permutations are computed for hundreds of documents at once
+in numpy, with no Python object per token (see bench/dedup.py for the figures).
 
 Shingles are n-grams of the words (identifiers, keywords, numbers, `.attributes`) of the
 normalised text. A shingle's 64-bit hash is a polynomial combination of its
-tokens' xxh3-64 hashes, finished with the MurmurHash3 64-bit mixer, so it can be computed
+tokens' 64-bit hashes (see `_span_hashes`), finished with the MurmurHash3 64-bit mixer, so it can be computed
 for all positions of a batch with array arithmetic. `shingle_hash`/`shingle_hash32` compute
 the same value for one shingle (a tuple of tokens): that is the `hashfunc` to give datasketch.
 """
@@ -24,14 +24,13 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from itertools import chain, repeat
+from itertools import chain
 
 import numpy as np
-import xxhash
 
 # Bump when tokens, normalisation or shingle hashing change: persisted signatures built
 # with another version cannot be compared with new ones.
-SHINGLE_VERSION = "words-xxh3-poly-1"
+SHINGLE_VERSION = "words-poly64-2"
 
 # --- datasketch's permutation schemes (datasketch >= 2.0; "legacy" is every earlier version)
 SCHEMES = ("affine32", "affine64", "legacy")
@@ -43,18 +42,24 @@ _MAX_HASH32 = np.uint64((1 << 32) - 1)
 # Comments are approximate and language-agnostic on purpose: the text mixes prose with code
 # in several languages, and a comment missed or a string clipped only moves a similarity a bit.
 _BLOCK_COMMENT = re.compile(rb"/\*.*?\*/", re.S)
-_TRIPLE_QUOTED = re.compile(rb'""".*?"""|' + rb"'''.*?'''", re.S)  # docstrings are comments too
+# Docstrings are comments too. One pattern per kind, each starting with a literal: Python's
+# re engine then jumps between occurrences of the literal instead of trying every position
+# (an alternation here, or a leading look-behind, made comment stripping 2x slower).
+# "Unrolled" bodies ([^"]* runs) for the same reason; they end at the first closing triple.
+_TRIPLE_DOUBLE = re.compile(rb'"""[^"]*(?:"(?!"")[^"]*)*"""')
+_TRIPLE_SINGLE = re.compile(rb"'''[^']*(?:'(?!'')[^']*)*'''")
 # A line comment starts at line start or after whitespace, so `http://x` and `"#fff"` survive;
-# C preprocessor lines and shebangs are code, not comments. The literal first character lets
-# the regex engine skip ahead to candidates (a leading look-behind would make it try everywhere).
-_LINE_COMMENT = re.compile(rb"(?:#(?<!\S#)(?!include\b|define\b|if|endif\b|else\b|pragma\b|!)|//(?<!\S//))[^\n]*")
+# C preprocessor lines and shebangs are code, not comments.
+_HASH_COMMENT = re.compile(rb"#(?<!\S#)(?!include\b|define\b|if|endif\b|else\b|pragma\b|!)[^\n]*")
+_SLASH_COMMENT = re.compile(rb"//(?<!\S//)[^\n]*")
 _CODE_PUNCTUATION = b"(){}[];=<>"
-# Tokens are words found in UTF-8 bytes (faster than str, and xxhash wants bytes): runs of
-# letters, digits and "_" (non-ASCII bytes count as letters, so a token never splits a
-# character). A word right after "." keeps its dot: `.append` is an attribute (an API name a
-# rename does not touch), `append` a name. Punctuation is not a token: it doubles the token
-# count and the cost, and word n-grams already tell documents apart. Same tokens as
-# re.findall(rb"\.?[\w\x80-\xff]+"), but by translate + split: C speed, twice as fast.
+# Tokens are words found in UTF-8 bytes: runs of letters, digits and "_" (non-ASCII bytes
+# count as letters, so a token never splits a character). A word right after "." keeps its
+# dot: `.append` is an attribute (an API name a rename does not touch), `append` a name.
+# Punctuation is not a token: it doubles the token count and the cost, and word n-grams
+# already tell documents apart. Tokens are re.findall(rb"\.?[\w\x80-\xff]+"), found two ways:
+# `_tokenize` (translate + split, C speed) where token objects are wanted, and `_word_spans`
+# (numpy over a whole batch) where only their hashes are; a test keeps the two equal.
 _WORD_BYTES = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_." + bytes(range(0x80, 0x100)))
 _TO_SPACE = bytes(c if c in _WORD_BYTES else 0x20 for c in range(256))
 
@@ -115,10 +120,14 @@ def _strip_comments(text: bytes) -> bytes:
     # The `in` checks are C-speed and skip most regex passes on most documents.
     if b"/*" in text:
         text = _BLOCK_COMMENT.sub(b" ", text)
-    if b'"""' in text or b"'''" in text:
-        text = _TRIPLE_QUOTED.sub(b" ", text)
-    if b"#" in text or b"//" in text:
-        text = _LINE_COMMENT.sub(b"", text)
+    if b'"""' in text:
+        text = _TRIPLE_DOUBLE.sub(b" ", text)
+    if b"'''" in text:
+        text = _TRIPLE_SINGLE.sub(b" ", text)
+    if b"#" in text:
+        text = _HASH_COMMENT.sub(b"", text)
+    if b"//" in text:
+        text = _SLASH_COMMENT.sub(b"", text)
     return text
 
 
@@ -210,36 +219,78 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> _S33)
 
 
-# Token -> row in (_VOCAB_HASH, _VOCAB_RENAMEABLE). Code reuses few tokens many times, so a
-# dict lookup per token replaces a hash call and the identifier checks; capped to bound memory.
-_VOCAB: dict[bytes, int] = {}
-_VOCAB_HASH = np.zeros(1 << 16, dtype=np.uint64)
-_VOCAB_RENAMEABLE = np.zeros(1 << 16, dtype=bool)
-_VOCAB_LIMIT = 1 << 18  # ~30 MB per process at most
-_PLACEHOLDER_HASH = np.uint64(xxhash.xxh3_64_intdigest(PLACEHOLDER))
+# A token's 64-bit hash comes from its bytes read as little-endian 64-bit words: one gather
+# per 8 bytes of token (most tokens fit one word), not a Python object and a hash call per
+# token, nor arithmetic per byte of text. hash = fmix64(polynomial of (length, word 0, word 1,
+# ...)); for tokens of up to 8 bytes it is exact (fmix64 is a bijection).
+_PAD = 8  # zero bytes after a token buffer's text, so every token can read whole words
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+_WORD_FLAGS = bytes(1 if c in _WORD_BYTES and c != ord(".") else 0 for c in range(256))
+_STARTS_IDENTIFIER = np.zeros(256, dtype=bool)
+_STARTS_IDENTIFIER[list(_IDENT_START)] = True
+_DOT = ord(".")
 
 
-def _token_ids(tokens: list[bytes]) -> np.ndarray:
-    global _VOCAB_HASH, _VOCAB_RENAMEABLE
-    if len(_VOCAB) > _VOCAB_LIMIT:
-        _VOCAB.clear()
-    ids = np.fromiter(map(_VOCAB.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
-    missing = np.flatnonzero(ids < 0)
-    if len(missing):
-        for tok in {tokens[i] for i in missing}:
-            row = len(_VOCAB)
-            if row >= len(_VOCAB_HASH):
-                _VOCAB_HASH = np.resize(_VOCAB_HASH, 2 * row)
-                _VOCAB_RENAMEABLE = np.resize(_VOCAB_RENAMEABLE, 2 * row)
-            _VOCAB_HASH[row] = xxhash.xxh3_64_intdigest(tok)
-            _VOCAB_RENAMEABLE[row] = _renameable(tok)
-            _VOCAB[tok] = row
-        ids[missing] = [_VOCAB[tokens[i]] for i in missing]
-    return ids
+def _token_buffer(parts: Sequence[bytes]) -> bytes:
+    """Parts joined by spaces (so tokens never span two), with a space before and _PAD zero
+    bytes after: the layout `_word_spans` and `_span_hashes` expect. Part k starts at byte
+    1 + sum(len(part j) + 1 for j < k)."""
+    return b" " + b" ".join(parts) + b" " + bytes(_PAD)
 
 
-def _token_hashes(tokens: list[bytes]) -> np.ndarray:
-    return np.fromiter(map(xxhash.xxh3_64_intdigest, tokens), dtype=np.uint64, count=len(tokens))
+def _word_spans(buffer: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the tokens of a `_token_buffer`, the same tokens `_tokenize` finds."""
+    flags = np.frombuffer(buffer.translate(_WORD_FLAGS), dtype=np.int8)
+    edges = flags[1:] - flags[:-1]  # +1 before a word's first byte, -1 before the byte after it
+    starts, ends = np.flatnonzero(edges == 1) + 1, np.flatnonzero(edges == -1) + 1
+    data = np.frombuffer(buffer, dtype=np.uint8)
+    return starts - (data[starts - 1] == _DOT), ends
+
+
+def _span_hashes(buffer: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """64-bit hashes of the byte spans buffer[starts[i]:ends[i]] of a `_token_buffer`."""
+    words = np.ndarray((len(buffer) - 7,), dtype="<u8", buffer=buffer, strides=(1,))  # a word at every byte
+    lengths = ends - starts
+    with np.errstate(over="ignore"):
+        acc = lengths.astype(np.uint64) * _POLY + (words[starts] & _LOW_BYTES[np.minimum(lengths, 8)])
+        long = np.flatnonzero(lengths > 8)
+        offset = 8
+        while len(long):  # the rare tokens longer than 8 bytes: one more word each round
+            rest = np.minimum(lengths[long] - offset, 8)
+            acc[long] = acc[long] * _POLY + (words[starts[long] + offset] & _LOW_BYTES[rest])
+            offset += 8
+            long = long[lengths[long] > offset]
+        return _fmix64(acc)
+
+
+def _token_hashes(tokens: Sequence[bytes]) -> np.ndarray:
+    """Hashes of the given tokens, equal to those `batch_shingle_hashes` computes in bulk."""
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    starts = 1 + np.cumsum(lengths + 1) - (lengths + 1)
+    return _span_hashes(_token_buffer(tokens), starts, starts + lengths)
+
+
+def _keep_table(hashes: np.ndarray) -> tuple[np.uint64, np.ndarray]:
+    """A direct-mapped table of the kept words' hashes: slot = (hash >> shift) & 0xFFFF, with
+    a shift under which no two kept words share a slot. One gather per token tells whether
+    it is a kept word (a binary search was 10x slower)."""
+    for shift in range(48):
+        slots = (hashes >> np.uint64(shift)) & np.uint64(0xFFFF)
+        if len(np.unique(slots)) == len(hashes):
+            table = np.zeros(1 << 16, dtype=np.uint64)
+            table[slots] = hashes
+            return np.uint64(shift), table
+    raise AssertionError("no collision-free slot for the kept words")  # not for ~400 words
+
+
+_PLACEHOLDER_HASH = _token_hashes([PLACEHOLDER])[0]
+_KEEP_SHIFT, _KEEP_TABLE = _keep_table(_token_hashes(sorted(_KEEP_BYTES)))
+
+
+def _renameable_mask(buffer: bytes, starts: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Vectorised `_renameable`: starts like an identifier and is not a kept word (by hash)."""
+    kept = _KEEP_TABLE[(hashes >> _KEEP_SHIFT) & np.uint64(0xFFFF)] == hashes
+    return _STARTS_IDENTIFIER[np.frombuffer(buffer, dtype=np.uint8)[starts]] & ~kept
 
 
 def _ngram_hashes(tok_hashes: np.ndarray, lengths: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray]:
@@ -311,20 +362,25 @@ def batch_shingle_hashes(
     """Shingle hashes of many texts at once: (concatenated hashes, per-text counts)."""
     if ngram < 1:
         raise ValueError("ngram must be at least 1")
-    flat: list[bytes] = []
-    lengths = np.zeros(len(texts), dtype=np.int64)
-    code_runs: list[tuple[int, bool]] = []  # (token count, is code) in token order
+    segments: list[bytes] = []
+    doc_of_segment: list[int] = []
+    segment_is_code: list[bool] = []
     for i, text in enumerate(texts):
         for segment, is_code in _segments(text, canonicalize_identifiers):
-            toks = _tokenize(segment)
-            flat.extend(toks)
-            lengths[i] += len(toks)
-            code_runs.append((len(toks), is_code))
-    ids = _token_ids(flat)
-    tok_hashes = _VOCAB_HASH[ids]
-    if canonicalize_identifiers and len(ids):
-        in_code = np.repeat(np.array([c for _, c in code_runs]), np.array([n for n, _ in code_runs]))
-        tok_hashes[in_code & _VOCAB_RENAMEABLE[ids]] = _PLACEHOLDER_HASH
+            segments.append(segment)
+            doc_of_segment.append(i)
+            segment_is_code.append(is_code)
+    buffer = _token_buffer(segments)
+    starts, ends = _word_spans(buffer)
+    tok_hashes = _span_hashes(buffer, starts, ends)
+    # Tokens per segment: where each segment's end falls among the (sorted) token starts.
+    segment_ends = 1 + np.cumsum(np.fromiter(map(len, segments), dtype=np.int64, count=len(segments)) + 1)
+    per_segment = np.diff(np.searchsorted(starts, segment_ends), prepend=0)
+    lengths = np.bincount(np.array(doc_of_segment, dtype=np.int64), weights=per_segment, minlength=len(texts))
+    lengths = lengths.astype(np.int64)
+    if canonicalize_identifiers and len(starts):
+        in_code = np.repeat(np.array(segment_is_code, dtype=bool), per_segment)
+        tok_hashes[in_code & _renameable_mask(buffer, starts, tok_hashes)] = _PLACEHOLDER_HASH
     return _ngram_hashes(tok_hashes, lengths, ngram)
 
 

@@ -117,14 +117,37 @@ def test_band_candidate_pairs_equals_brute_force_bucket_pairs():
     assert {(0, j) for j in range(1, 20) if j != 5} <= got
 
 
-def test_tokenizer_equals_the_regex_it_replaces():
+def test_both_tokenizers_equal_the_regex_that_defines_tokens():
     import random
     import re
 
-    from tasks.minhash import _tokenize
+    from tasks.minhash import _token_buffer, _tokenize, _word_spans
 
     rng = random.Random(0)
     alphabet = "ab_Z09 .\n\t()[]{};:,'\"#/*-+=é—ü..x"
-    for _ in range(500):
+    for _ in range(2000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))).encode()
-        assert _tokenize(text) == re.findall(rb"\.?[\w\x80-\xff]+", text), text
+        expected = re.findall(rb"\.?[\w\x80-\xff]+", text)
+        assert _tokenize(text) == expected, text
+        buffer = _token_buffer([text])
+        starts, ends = _word_spans(buffer)
+        assert [buffer[a:b] for a, b in zip(starts, ends)] == expected, text
+
+
+def test_bulk_token_hashes_and_keyword_check_equal_the_per_token_ones():
+    from tasks.minhash import (
+        _renameable, _renameable_mask, _span_hashes, _token_buffer, _token_hashes, _tokenize, _word_spans,
+    )
+
+    text = ("for item in self.items:  x_1 = len(é_name) + 0x1f; return .5 import numpy as np "
+            "a_very_long_identifier_of_more_than_three_words = 12345678 + 123456789 + 1234567890123456789").encode()
+    buffer = _token_buffer([text])
+    starts, ends = _word_spans(buffer)
+    tokens = _tokenize(text)
+    bulk = _span_hashes(buffer, starts, ends)
+    assert bulk.tolist() == _token_hashes(tokens).tolist()
+    assert len(set(bulk.tolist())) == len(set(tokens))  # distinct tokens, distinct hashes
+    assert _renameable_mask(buffer, starts, bulk).tolist() == [_renameable(t) for t in tokens]
+    # Tokens that differ only after their 8th or 16th byte hash differently.
+    variants = [b"abcdefgh", b"abcdefghi", b"abcdefghj", b"abcdefgh12345678", b"abcdefgh12345679", b"abcdefgh123456789"]
+    assert len(set(_token_hashes(variants).tolist())) == len(variants)
