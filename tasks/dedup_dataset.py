@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,11 +34,13 @@ class FileSource:
         self.fields = fields
         self.ids_added = False
 
-    def chunks(self) -> Iterator[pa.Table]:
+    def chunks(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+        """Chunks of CHUNK_ROWS rows; with `columns`, only those (an `id` asked for and absent
+        is made, so `columns` must then include the compared fields)."""
         offset = 0
         try:
-            for chunk in rebatch(iter_tables(self.source), CHUNK_ROWS):
-                if "id" not in chunk.column_names:
+            for chunk in rebatch(iter_tables(self.source, columns), CHUNK_ROWS):
+                if "id" not in chunk.column_names and (columns is None or "id" in columns):
                     chunk = chunk.append_column("id", self._stable_ids(chunk, offset))
                     self.ids_added = True
                 offset += chunk.num_rows

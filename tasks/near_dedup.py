@@ -96,11 +96,15 @@ def document_texts(table: pa.Table, fields: Sequence[str]) -> list[str]:
 
 
 def _text_columns(chunk: pa.Table, fields: Sequence[str]) -> pa.Table:
-    """The compared columns as a table (workers join them, see tasks.minhash._as_texts)."""
+    """The compared columns as a compact table (workers join them, see tasks.minhash._as_texts).
+
+    Compact: a sliced table pickles with its parent's whole buffers (a 2,000-row slice of a
+    10,000-row file sent 5x its bytes to a worker), so the rows are copied out with `take`.
+    """
     missing = [f for f in fields if f not in chunk.column_names]
     if missing:
         raise UserError(f"near-dedup fields {missing} are not columns of the input (columns: {chunk.column_names})")
-    return chunk.select(list(fields))
+    return chunk.select(list(fields)).take(np.arange(chunk.num_rows))
 
 
 def representative_rank(ids: pa.Array, seed_index: np.ndarray | None) -> np.ndarray:
@@ -116,24 +120,30 @@ def representative_rank(ids: pa.Array, seed_index: np.ndarray | None) -> np.ndar
     return rank
 
 
+_PARALLEL_EXACT_ROWS = 20_000
+
+
 def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig) -> np.ndarray:
     """Jaccard of the shingle sets of each pair; only rows in some pair are re-read and
-    shingled (in worker processes when they fill more than one chunk)."""
+    shingled (in worker processes when there are many)."""
     wanted = np.unique(pairs)
     order: list[np.ndarray] = []  # wanted rows of each chunk sent, in order
 
     def texts_of_wanted() -> Iterator[list[str]]:
         offset = 0
-        for chunk in source.chunks():
+        for chunk in source.chunks(columns=cfg.fields):
             lo, hi = np.searchsorted(wanted, [offset, offset + chunk.num_rows])
             if hi > lo:
                 order.append(wanted[lo:hi])
                 yield _text_columns(chunk.take(pa.array(wanted[lo:hi] - offset, pa.int64())), cfg.fields)
             offset += chunk.num_rows
 
+    # Starting worker processes costs about a second; fewer rows than this are shingled
+    # sooner in this process (~60 us a row).
+    workers = cfg.workers if len(wanted) > _PARALLEL_EXACT_ROWS else 1
     sets: dict[int, np.ndarray] = {}
     for k, chunk_sets in enumerate(
-        shingle_set_chunks(texts_of_wanted(), cfg.ngram, cfg.canonicalize_identifiers, cfg.workers)
+        shingle_set_chunks(texts_of_wanted(), cfg.ngram, cfg.canonicalize_identifiers, workers)
     ):
         sets.update(zip(order[k].tolist(), chunk_sets))
     out = np.empty(len(pairs))
@@ -182,19 +192,21 @@ CHUNK_ROWS = 2000  # rows per signature task: big enough for numpy, small enough
 
 
 class RowSource(Protocol):
-    """Rows to dedup, read in chunks: the same rows in the same order on every call.
-    A source may also offer `num_rows() -> int | None` (lets signatures be preallocated)."""
+    """Rows to dedup, read in chunks: the same rows in the same order on every call; with
+    `columns`, only those columns (the ones the source has). A source may also offer
+    `num_rows() -> int | None` (lets signatures be preallocated)."""
 
-    def chunks(self) -> Iterator[pa.Table]: ...
+    def chunks(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]: ...
 
 
 @dataclass
 class TableSource:
     table: pa.Table
 
-    def chunks(self) -> Iterator[pa.Table]:
-        for offset in range(0, self.table.num_rows, CHUNK_ROWS):
-            yield self.table.slice(offset, CHUNK_ROWS)
+    def chunks(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+        table = self.table if columns is None else self.table.select([c for c in columns if c in self.table.column_names])
+        for offset in range(0, table.num_rows, CHUNK_ROWS):
+            yield table.slice(offset, CHUNK_ROWS)
 
     def num_rows(self) -> int:
         return self.table.num_rows
@@ -278,7 +290,7 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
     has_seed_index: list[bool] = []
 
     def text_chunks() -> Iterator[list[str]]:
-        for chunk in source.chunks():
+        for chunk in source.chunks(columns=("id", "seed_index", *cfg.fields)):
             if "id" not in chunk.column_names:
                 raise UserError("near-dedup needs an 'id' column to name the row a duplicate points at")
             id_chunks.append(pc.cast(chunk["id"], pa.string()).combine_chunks())

@@ -10,7 +10,7 @@ import glob
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -151,14 +151,18 @@ def read_table(source: str | os.PathLike) -> pa.Table:
         raise InputError(f"input files at {source!r} do not share one schema: {exc}") from None
 
 
-def iter_tables(source: str | os.PathLike) -> Iterator[pa.Table]:
+def iter_tables(source: str | os.PathLike, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+    """The tables of a user's --input, file by file; with `columns`, only those of them that
+    a file has (Parquet reads just those columns' pages)."""
     import pyarrow.json as pajson
 
     for path in input_files(source):
         try:
             if path.suffix == ".parquet":
-                yield pq.read_table(path)
+                names = None if columns is None else set(pq.read_schema(path).names)
+                yield pq.read_table(path, columns=None if columns is None else [c for c in columns if c in names])
             else:
-                yield pajson.read_json(path)
+                table = pajson.read_json(path)
+                yield table if columns is None else table.select([c for c in columns if c in table.column_names])
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
