@@ -82,6 +82,11 @@ def prefect_server(tmp_path_factory):
 
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         yield api_url
+        # Send the flow logs still queued while the server is up (else they fail at exit
+        # with "Error logging to API").
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
