@@ -16,7 +16,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import numpy as np
@@ -142,6 +144,32 @@ class RedisLSH:
         )
         self.sig_key = self.basename + b"_signatures"
         self.dtype = np.uint32 if scheme == "affine32" else np.uint64
+
+    @contextmanager
+    def exclusive(self, ttl: float = 30.0, wait: float = 600.0) -> Iterator[None]:
+        """Hold the index's Redis lock (one holder across all workers and machines).
+
+        The lock expires `ttl` seconds after its holder stops renewing it (a thread renews
+        it every ttl/3 seconds), so a crashed worker blocks the others for at most `ttl`.
+        Waits up to `wait` seconds for another holder, then gives up with a UserError.
+        """
+        lock = self.client.lock(self.basename + b"_lock", timeout=ttl, blocking_timeout=wait, thread_local=False)
+        if not lock.acquire():
+            raise UserError(f"Redis index {self.basename.decode()} stayed locked by another run for {wait:.0f} s")
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(ttl / 3):
+                lock.reacquire()
+
+        renewer = threading.Thread(target=renew, name="redis-lsh-lock", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()
+            lock.release()
 
     def query_many(self, sigs: np.ndarray) -> list[set[str]]:
         """Keys in the shared index that share a bucket with each signature (one pipeline per band)."""

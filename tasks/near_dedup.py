@@ -13,6 +13,7 @@ shared index instead (several workers, or machines, dedup against each other).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -334,17 +335,12 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
     t0 = time.perf_counter()
     pairs = band_candidate_pairs(all_sigs, bands, rows, active)
     pairs = pairs[pairs[:, 1] >= n_pub]  # published-published pairs were settled when published
-    if cfg.lsh_storage:
-        redis_pairs, redis_ids, redis_sigs = _redis_candidates(cfg, ids, sigs, empty, n_pub)
-    else:
-        redis_pairs, redis_ids, redis_sigs = np.zeros((0, 2), np.int64), [], None
     lsh_seconds = time.perf_counter() - t0
 
     # Check candidates by the MinHash estimate; with verify_jaccard, pairs whose estimate is
     # too close to the threshold to trust (within 4 standard deviations of a 128-permutation
     # estimate: +-0.18) get the exact Jaccard of their shingle sets when both texts are here.
     t0 = time.perf_counter()
-    candidates = len(pairs) + len(redis_pairs)
     similarity = _pair_estimates(all_sigs, all_sigs, pairs)
     exact_checked = 0
     if cfg.verify_jaccard and len(pairs):
@@ -354,23 +350,37 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
             similarity[unsure] = _exact_jaccard(pairs[unsure] - n_pub, source, cfg)
             exact_checked = int(unsure.sum())
     edges = pairs[similarity >= cfg.threshold]
-    if len(redis_pairs):
-        keep = _pair_estimates(redis_sigs, sigs, redis_pairs - [0, n_pub]) >= cfg.threshold
-        edges = np.concatenate([edges, np.stack([redis_pairs[keep, 0] + n_pub + n, redis_pairs[keep, 1]], axis=1)])
     verify_seconds = time.perf_counter() - t0
     del all_sigs
 
-    n_nodes = n_pub + n + len(redis_ids)
-    labels = _components(n_nodes, edges) if len(edges) else np.arange(n_nodes)
-    decision, duplicate_of, cluster_size = _choose_representatives(labels, n_pub, n, rank)
-    kept_idx = np.flatnonzero(decision == KEPT)
-    if cfg.lsh_storage or cfg.index_dir:
-        kept_ids = ids.take(pa.array(kept_idx, pa.int64())).to_pylist()
-        if cfg.lsh_storage:
-            index = RedisLSH(cfg.lsh_storage, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32")
-            index.insert_many(kept_ids, sigs[kept_idx])
-        if cfg.index_dir:
-            persist_signatures(kept_ids, sigs[kept_idx], cfg.index_dir, cfg.version, cfg)
+    # A shared Redis index is queried, decided against and added to under its lock: two
+    # workers holding copies of each other must not both find the other's missing and keep
+    # theirs. Only this short part is serialised; signatures and local checks are done.
+    redis_index = None
+    if cfg.lsh_storage:
+        redis_index = RedisLSH(cfg.lsh_storage, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32")
+    redis_ids: list[str] = []
+    redis_candidates = 0
+    with redis_index.exclusive() if redis_index is not None else contextlib.nullcontext():
+        if redis_index is not None:
+            t0 = time.perf_counter()
+            redis_pairs, redis_ids, redis_sigs = _redis_candidates(redis_index, ids, sigs, empty)
+            redis_candidates = len(redis_pairs)
+            keep = _pair_estimates(redis_sigs, sigs, redis_pairs) >= cfg.threshold
+            redis_edges = np.stack([redis_pairs[keep, 0] + n_pub + n, redis_pairs[keep, 1] + n_pub], axis=1)
+            edges = np.concatenate([edges, redis_edges])
+            lsh_seconds += time.perf_counter() - t0
+
+        n_nodes = n_pub + n + len(redis_ids)
+        labels = _components(n_nodes, edges) if len(edges) else np.arange(n_nodes)
+        decision, duplicate_of, cluster_size = _choose_representatives(labels, n_pub, n, rank)
+        kept_idx = np.flatnonzero(decision == KEPT)
+        kept_ids = ids.take(pa.array(kept_idx, pa.int64())).to_pylist() if redis_index is not None or cfg.index_dir else []
+        if redis_index is not None:
+            redis_index.insert_many(kept_ids, sigs[kept_idx])
+    if cfg.index_dir:
+        persist_signatures(kept_ids, sigs[kept_idx], cfg.index_dir, cfg.version, cfg)
+    candidates = len(pairs) + redis_candidates
 
     stats.rows_out = len(kept_idx)
     for code, reason in _REASONS.items():
@@ -436,19 +446,18 @@ def _empty_rows(sigs: np.ndarray, block: int = 1 << 16) -> np.ndarray:
                           [np.zeros(0, bool)])
 
 
-def _redis_candidates(cfg, ids, sigs, empty, n_pub):
-    """Pairs (redis row, table node) from the shared index, ids of those redis rows, their signatures."""
-    index = RedisLSH(cfg.lsh_storage, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32")
+def _redis_candidates(index: RedisLSH, ids: pa.Array, sigs: np.ndarray, empty: np.ndarray):
+    """Pairs (redis row, source row) from the shared index, ids of those redis rows, their signatures."""
     local = set(ids.to_pylist())
     found = index.query_many(sigs)
     redis_ids = sorted({key for i, keys in enumerate(found) if not empty[i] for key in keys} - local)
     pos = {key: k for k, key in enumerate(redis_ids)}
-    pairs = [(pos[key], n_pub + i) for i, keys in enumerate(found) if not empty[i] for key in keys if key in pos]
+    pairs = [(pos[key], i) for i, keys in enumerate(found) if not empty[i] for key in keys if key in pos]
     stored = index.signatures(redis_ids)
     missing = [key for key in redis_ids if key not in stored]
     if missing:
         raise UserError(f"Redis index {index.basename.decode()} has keys without signatures, e.g. {missing[0]!r}")
-    redis_sigs = np.stack([stored[k] for k in redis_ids]) if redis_ids else np.zeros((0, cfg.num_perm), sigs.dtype)
+    redis_sigs = np.stack([stored[k] for k in redis_ids]) if redis_ids else np.zeros((0, sigs.shape[1]), sigs.dtype)
     return np.array(pairs, dtype=np.int64).reshape(-1, 2), redis_ids, redis_sigs
 
 

@@ -243,6 +243,34 @@ def test_redis_index_is_shared_between_workers(redis_url):
     assert kept3.num_rows == 1
 
 
+def test_redis_workers_racing_on_copies_keep_one(redis_url):
+    """Worker B dedups copies of worker A's rows while A is between its query and its insert:
+    B waits for A's lock and then finds A's rows, so only one of each pair is kept."""
+    import threading
+
+    from tasks.lsh_index import RedisLSH
+    from tasks.minhash import minhash_signatures
+
+    cfg = CFG.model_copy(update={"lsh_storage": redis_url, "threshold": 0.75})  # an index of its own
+    index = RedisLSH(redis_url, cfg.threshold, cfg.num_perm, cfg.seed, cfg.fingerprint(), "affine32")
+    rows_a, rows_b = planted_rows()[:2], planted_rows()[3:]
+    result = {}
+    worker_b = threading.Thread(target=lambda: result.update(b=near_dedup(table(rows_b), cfg)))
+    with index.exclusive():  # worker A has queried the index and found nothing yet
+        worker_b.start()
+        worker_b.join(timeout=2)
+        assert worker_b.is_alive(), "worker B went ahead while A held the index"
+        sigs = minhash_signatures(["\n".join(r[2:4]) for r in rows_a], canonicalize_identifiers=True)
+        index.insert_many([r[0] for r in rows_a], sigs)  # A keeps its rows and inserts them
+    worker_b.join(timeout=60)
+    kept_b, audit_b, _ = result["b"]
+    assert kept_b.num_rows == 0
+    assert dict(zip(audit_b["id"].to_pylist(), audit_b["duplicate_of"].to_pylist())) == {
+        "mean-b": "mean-a",
+        "longest-b": "longest-a",
+    }
+
+
 def test_bad_redis_url_is_a_user_error():
     with pytest.raises(UserError, match="redis://"):
         near_dedup(table(planted_rows()), CFG.model_copy(update={"lsh_storage": "http://x"}))
