@@ -222,7 +222,8 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
 # A token's 64-bit hash comes from its bytes read as little-endian 64-bit words: one gather
 # per 8 bytes of token (most tokens fit one word), not a Python object and a hash call per
 # token, nor arithmetic per byte of text. hash = fmix64(polynomial of (length, word 0, word 1,
-# ...)); for tokens of up to 8 bytes it is exact (fmix64 is a bijection).
+# ...)); two different tokens of the same length up to 8 bytes never collide (fmix64 is a
+# bijection).
 _PAD = 8  # zero bytes after a token buffer's text, so every token can read whole words
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 _WORD_FLAGS = bytes(1 if c in _WORD_BYTES and c != ord(".") else 0 for c in range(256))
