@@ -134,9 +134,14 @@ def test_bin_packed_rows_give_the_padded_loss(tiny_dir, tokenizer, attn):
     responses = ["return 1", "def f(x):\n    return x * 2", "x = [1, 2, 3]\n" * 6, "pass", "sorted(xs)"]
     examples, _ = tokenize_rows(tokenizer, [f"Task {i}." for i in range(5)], responses, max_length=256)
     longest = max(len(e["input_ids"]) for e in examples)
-    packed = packing_collator(flash_attention=False, row_tokens=longest + 10)([dict(e) for e in examples])
+    packed = packing_collator(flash_attention=False, row_tokens=longest + 10, pad_token_id=tokenizer.pad_token_id)(
+        [dict(e) for e in examples]
+    )
     rows, width = packed["input_ids"].shape
     assert 1 < rows < len(examples) and width <= longest + 10  # several examples share rows
+    # The fill is pad ids, so the Trainer's non-padding count (tokens/s, MFU) is the real tokens.
+    assert (packed["input_ids"] != tokenizer.pad_token_id).sum() == sum(len(e["input_ids"]) for e in examples)
+    assert (packed["input_ids"] == tokenizer.pad_token_id).sum() == rows * width - sum(len(e["input_ids"]) for e in examples)
     assert (packed["labels"] != IGNORE_INDEX).sum() == sum(
         sum(1 for x in e["labels"][1:] if x != IGNORE_INDEX) for e in examples
     )

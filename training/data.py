@@ -157,7 +157,7 @@ def padded_collator(tokenizer, pad_to_multiple_of: int | None = 8):
     )
 
 
-def packing_collator(flash_attention: bool = False, row_tokens: int | None = None):
+def packing_collator(flash_attention: bool = False, row_tokens: int | None = None, pad_token_id: int = 0):
     """Padding-free packing, with position_ids restarting at each example.
 
     With FlashAttention-2: transformers' DataCollatorWithFlattening, all examples of the
@@ -173,7 +173,7 @@ def packing_collator(flash_attention: bool = False, row_tokens: int | None = Non
         return DataCollatorWithFlattening(
             return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=flash_attention
         )
-    return BinPackingCollator(row_tokens)
+    return BinPackingCollator(row_tokens, pad_token_id)
 
 
 class BinPackingCollator:
@@ -183,11 +183,14 @@ class BinPackingCollator:
     example; transformers turns restarting position_ids into a block-diagonal causal mask
     (when no attention_mask is given and no KV cache is used). Short rows are filled with
     a pad segment that is its own "example" (positions restart, labels -100), so no
-    attention_mask is needed and no real token attends to padding.
+    attention_mask is needed and no real token attends to padding. The pad segment is made
+    of `pad_token_id`: the Trainer counts non-padding tokens (tokens/s, MFU) as ids that are
+    not the pad id when a batch has no attention_mask.
     """
 
-    def __init__(self, row_tokens: int):
+    def __init__(self, row_tokens: int, pad_token_id: int = 0):
         self.row_tokens = row_tokens
+        self.pad_token_id = pad_token_id
 
     def __call__(self, features):
         import torch
@@ -213,7 +216,7 @@ class BinPackingCollator:
                 labs += [IGNORE_INDEX] + list(feature["labels"])[1:]
                 pos += range(n)
             pad = width - len(ids)
-            ids += [ids[-1]] * pad  # any id: its labels are -100 and nothing real attends to it
+            ids += [self.pad_token_id] * pad  # labels -100, and nothing real attends to it
             labs += [IGNORE_INDEX] * pad
             pos += range(pad)
             input_ids.append(ids)

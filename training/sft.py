@@ -259,7 +259,7 @@ def main(argv=None) -> int:
     peak = peak_flops() if on_gpu else peak_flops("cpu")
 
     if args.packing:
-        collator = packing_collator(flash_attention, row_tokens=args.max_length)
+        collator = packing_collator(flash_attention, row_tokens=args.max_length, pad_token_id=tokenizer.pad_token_id)
     else:
         collator = padded_collator(tokenizer)
     trainer = Trainer(
