@@ -150,3 +150,16 @@ def test_bin_packed_rows_give_the_padded_loss(tiny_dir, tokenizer, attn):
         padded_loss = model(**padded, use_cache=False).loss
         packed_loss = model(**packed, use_cache=False).loss
     assert packed_loss.item() == pytest.approx(padded_loss.item(), rel=1e-4, abs=1e-5)
+
+
+def test_token_count_rides_with_the_batch_and_excludes_padding(tokenizer):
+    from training.data import counting_tokens
+    from training.metrics import TOKENS_KEY
+
+    examples, stats = tokenize_rows(tokenizer, ["Add one.", "Sort a list."], ["x + 1", "sorted(xs)\n" * 5], max_length=128)
+    padded = counting_tokens(padded_collator(tokenizer))([dict(e) for e in examples])
+    packed = counting_tokens(packing_collator(row_tokens=64, pad_token_id=tokenizer.pad_token_id))(
+        [dict(e) for e in examples]
+    )
+    assert padded[TOKENS_KEY] == packed[TOKENS_KEY] == stats.tokens
+    assert padded["input_ids"].numel() > stats.tokens  # the padded batch is bigger than its count

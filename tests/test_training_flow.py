@@ -125,6 +125,11 @@ def test_flow_trains_zero3_on_two_cpu_ranks_and_resumes_after_a_kill(prefect_ser
     assert summary["global_step"] == MAX_STEPS  # the same final step an uninterrupted run reaches
     assert summary["resumed_from"].endswith(f"checkpoint-{SAVE_STEPS}")
 
+    # Tokens are counted on both ranks and carried across the resume: 28 steps of 16 rows are
+    # exactly 7 epochs of the 64 rows.
+    at_step_28 = [r for r in records if r["event"] == "log" and r["step"] == 28][-1]
+    assert at_step_28["tokens"] == 7 * starts[0]["data"]["tokens"]
+
     # The loss falls over the run.
     losses = [r["loss"] for r in records if r["event"] == "log"]
     assert losses[-1] < 0.6 * losses[0], losses
@@ -272,8 +277,11 @@ def test_cli_continues_a_model_on_mixed_datasets(prefect_server, tmp_path, capsy
     ])  # fmt: skip
     assert code == 0, capsys.readouterr().err[-3000:]
     assert "trained 3 steps" in capsys.readouterr().out
-    start = next(r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["event"] == "start")
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    start = next(r for r in records if r["event"] == "start")
     assert start["model"] == str(stage_one) and start["data"]["rows_in"] == 24 and start["world_size"] == 1
+    # 3 steps of 8 rows are one epoch: the count is every example's tokens, no padding.
+    assert next(r for r in records if r["event"] == "train_end")["tokens"] == start["data"]["tokens"]
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
 
 

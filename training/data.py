@@ -148,6 +148,20 @@ def build_train_dataset(tokenizer, dataset_dirs: list[str], max_length: int, **c
 # --- collators ----------------------------------------------------------------------------
 
 
+def counting_tokens(collator):
+    """The collator, plus each batch's real token count (the examples' lengths: padding and
+    packing filler never count) under training.metrics.TOKENS_KEY, as a Python int."""
+    from training.metrics import TOKENS_KEY
+
+    def collate(features):
+        tokens = sum(len(f["input_ids"]) for f in features)
+        batch = collator(features)
+        batch[TOKENS_KEY] = tokens
+        return batch
+
+    return collate
+
+
 def padded_collator(tokenizer, pad_to_multiple_of: int | None = 8):
     """Right-padded batches with an attention mask; padded label positions are -100."""
     from transformers import DataCollatorForSeq2Seq

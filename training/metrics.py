@@ -106,11 +106,54 @@ def parse_metric_line(line: str) -> dict | None:
         return None
 
 
-def throughput_callback(writer: MetricsWriter, n_params: int, world_size: int, peak: float | None):
+# The collator stores each batch's real token count under this key (a Python int: moving a
+# batch to the GPU leaves it alone); the Trainer below pops it before the model sees the batch.
+TOKENS_KEY = "ossforge_num_tokens"
+
+
+class TokenCounter:
+    """Real training tokens (no padding, no packing filler), counted on the CPU.
+
+    Replaces the Trainer's `include_num_input_tokens_seen`, which sends every micro-batch's
+    count to the GPU and reads it back with `.item()`: a host-device sync per micro-batch
+    that drains the GPU's queue. Here each rank adds up the counts the collator attached,
+    and ranks sum theirs only when a log is written.
+    """
+
+    def __init__(self):
+        self.local = 0
+
+    def global_total(self) -> int:
+        """All ranks' tokens so far (a collective: every rank must call it, as on_log does)."""
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self.local
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        total = torch.tensor([self.local], dtype=torch.int64, device=device)
+        dist.all_reduce(total)
+        return int(total.item())
+
+
+def token_counting_trainer(counter: TokenCounter):
+    """A transformers Trainer class that moves each batch's TOKENS_KEY into `counter`."""
+    from transformers import Trainer
+
+    class TokenCountingTrainer(Trainer):
+        def training_step(self, model, inputs, *args, **kwargs):
+            counter.local += int(inputs.pop(TOKENS_KEY, 0))
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    return TokenCountingTrainer
+
+
+def throughput_callback(writer: MetricsWriter, n_params: int, world_size: int, peak: float | None, counter: TokenCounter):
     """A transformers TrainerCallback that turns each log into a metrics record.
 
-    tokens/s comes from the Trainer's own non-padding token count (gathered over ranks)
-    between two logs, so it measures real training tokens, not padding.
+    tokens/s is the real tokens trained on between two logs (`counter`, summed over ranks).
+    The running total is kept in the Trainer's `num_input_tokens_seen`, so checkpoints save
+    it and a resumed run continues the count.
     """
     from transformers import TrainerCallback
 
@@ -118,10 +161,12 @@ def throughput_callback(writer: MetricsWriter, n_params: int, world_size: int, p
         def __init__(self):
             self.last_time = None
             self.last_tokens = None
+            self.tokens_before = 0  # restored from a checkpoint when resuming
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.last_time = time.perf_counter()
-            self.last_tokens = state.num_input_tokens_seen
+            self.tokens_before = state.num_input_tokens_seen
+            self.last_tokens = self.tokens_before + counter.global_total()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = dict(logs or {})
@@ -130,10 +175,10 @@ def throughput_callback(writer: MetricsWriter, n_params: int, world_size: int, p
             for key in ("loss", "learning_rate", "grad_norm"):
                 if key in logs:
                     record["lr" if key == "learning_rate" else key] = logs.pop(key)
-            tokens = state.num_input_tokens_seen
+            tokens = state.num_input_tokens_seen = self.tokens_before + counter.global_total()
+            record["tokens"] = tokens
             if "loss" in record and self.last_time is not None and now > self.last_time:
                 tokens_per_s = (tokens - self.last_tokens) / (now - self.last_time)
-                record["tokens"] = tokens
                 record["tokens_per_s"] = tokens_per_s
                 record["tokens_per_s_per_gpu"] = tokens_per_s / world_size
                 record["mfu"] = mfu(n_params, tokens_per_s / world_size, peak)

@@ -161,10 +161,12 @@ def main(argv=None) -> int:
     # (which is then told to reuse it via use_configured_state).
     state = PartialState(backend=None if on_gpu else "gloo")
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
 
-    from training.data import build_train_dataset, packing_collator, padded_collator
-    from training.metrics import MetricsWriter, count_parameters, peak_flops, throughput_callback
+    from training.data import build_train_dataset, counting_tokens, packing_collator, padded_collator
+    from training.metrics import (
+        MetricsWriter, TokenCounter, count_parameters, peak_flops, throughput_callback, token_counting_trainer,
+    )
     from training.tiny import resolve_model
 
     set_seed(args.seed)
@@ -232,7 +234,8 @@ def main(argv=None) -> int:
         accelerator_config={"use_configured_state": True},
         use_cpu=not on_gpu,
         logging_steps=args.logging_steps,
-        include_num_input_tokens_seen="non_padding",
+        include_num_input_tokens_seen="no",  # counted on the CPU instead: see training.metrics.TokenCounter
+        logging_nan_inf_filter=False,  # its check reads every micro-batch's loss back from the GPU (a sync)
         save_strategy="steps" if args.save_steps > 0 else "no",
         save_steps=max(args.save_steps, 1),
         save_total_limit=args.save_total_limit,
@@ -262,13 +265,14 @@ def main(argv=None) -> int:
         collator = packing_collator(flash_attention, row_tokens=args.max_length, pad_token_id=tokenizer.pad_token_id)
     else:
         collator = padded_collator(tokenizer)
-    trainer = Trainer(
+    counter = TokenCounter()
+    trainer = token_counting_trainer(counter)(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
-        data_collator=collator,
+        data_collator=counting_tokens(collator),
         processing_class=tokenizer,
-        callbacks=[throughput_callback(writer, n_params, world_size, peak)],
+        callbacks=[throughput_callback(writer, n_params, world_size, peak, counter)],
     )
 
     writer.write({
