@@ -101,6 +101,20 @@ def test_input_readers_accept_parquet_dirs_and_jsonl(tmp_path):
         read_table(tmp_path / "bad.jsonl")
 
 
+def test_parquet_input_is_streamed_in_batches_and_an_empty_file_keeps_its_schema(tmp_path, monkeypatch):
+    from tasks import shards
+
+    monkeypatch.setattr(shards, "PARQUET_BATCH_ROWS", 3)
+    table = pa.table({"id": [f"r{i}" for i in range(10)], "problem": ["p"] * 10, "extra": list(range(10))})
+    pq.write_table(table, tmp_path / "one-row-group.parquet", row_group_size=100)
+    parts = list(shards.iter_tables(tmp_path / "one-row-group.parquet", columns=["id", "problem", "absent"]))
+    assert [t.num_rows for t in parts] == [3, 3, 3, 1]  # one row group, read a few rows at a time
+    assert pa.concat_tables(parts).equals(table.select(["id", "problem"]))
+    pq.write_table(table.slice(0, 0), tmp_path / "empty.parquet")
+    (empty,) = shards.iter_tables(tmp_path / "empty.parquet")
+    assert empty.num_rows == 0 and empty.schema.names == ["id", "problem", "extra"]
+
+
 def test_exact_dedup_keeps_first_and_normalises_whitespace():
     rows = dataset_rows(3)
     rows[2]["problem"], rows[2]["solution"] = rows[0]["problem"] + "  \n", "\n" + rows[0]["solution"]
