@@ -228,11 +228,12 @@ _STARTS_IDENTIFIER[list(_IDENT_START)] = True
 _DOT = ord(".")
 
 
-def _token_buffer(parts: Sequence[bytes]) -> bytes:
-    """Parts joined by spaces (so tokens never span two), with a space before and _PAD zero
-    bytes after: the layout `_word_spans` and `_span_hashes` expect. Part k starts at byte
-    1 + sum(len(part j) + 1 for j < k)."""
-    return b" " + b" ".join(parts) + b" " + bytes(_PAD)
+def _token_buffer(parts: Sequence[bytes]) -> tuple[bytes, np.ndarray]:
+    """(buffer, where each part ends): the parts joined by spaces (so tokens never span
+    two), with a space before and _PAD zero bytes after, the layout `_word_spans` and
+    `_span_hashes` expect."""
+    lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    return b" " + b" ".join(parts) + b" " + bytes(_PAD), np.cumsum(lengths + 1)
 
 
 def _word_spans(buffer: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -262,9 +263,8 @@ def _span_hashes(buffer: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndar
 
 def _token_hashes(tokens: Sequence[bytes]) -> np.ndarray:
     """Hashes of the given tokens, equal to those `batch_shingle_hashes` computes in bulk."""
-    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-    starts = 1 + np.cumsum(lengths + 1) - (lengths + 1)
-    return _span_hashes(_token_buffer(tokens), starts, starts + lengths)
+    buffer, ends = _token_buffer(tokens)
+    return _span_hashes(buffer, ends - np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)), ends)
 
 
 def _keep_table(hashes: np.ndarray) -> tuple[np.uint64, np.ndarray]:
@@ -367,11 +367,10 @@ def batch_shingle_hashes(
             segments.append(segment)
             doc_of_segment.append(i)
             segment_is_code.append(is_code)
-    buffer = _token_buffer(segments)
+    buffer, segment_ends = _token_buffer(segments)
     starts, ends = _word_spans(buffer)
     tok_hashes = _span_hashes(buffer, starts, ends)
     # Tokens per segment: where each segment's end falls among the (sorted) token starts.
-    segment_ends = 1 + np.cumsum(np.fromiter(map(len, segments), dtype=np.int64, count=len(segments)) + 1)
     per_segment = np.diff(np.searchsorted(starts, segment_ends), prepend=0)
     lengths = np.bincount(np.array(doc_of_segment, dtype=np.int64), weights=per_segment, minlength=len(texts))
     lengths = lengths.astype(np.int64)
@@ -481,6 +480,17 @@ def _as_texts(chunk) -> list[str]:
     return ["\n".join(parts) for parts in zip(*columns)]
 
 
+def _sendable(chunk):
+    """A chunk as it is handed to a worker: a list of str, or an Arrow table that holds only
+    its own rows. A sliced table pickles with its parent's whole buffers (a 2,000-row slice
+    of a 10,000-row file sent 5x its bytes), so such a table is copied out with `take`."""
+    if not hasattr(chunk, "column_names"):
+        return list(chunk)
+    if chunk.get_total_buffer_size() > 2 * chunk.nbytes:
+        return chunk.take(np.arange(chunk.num_rows))
+    return chunk
+
+
 def _signature_chunk(args) -> np.ndarray:
     texts, num_perm, ngram, seed, canonicalize_identifiers, scheme = args
     texts = _as_texts(texts)
@@ -534,8 +544,7 @@ def signature_chunks(
     Streaming keeps only a few chunks of text in memory, so a million documents need
     memory for their signatures, not their text.
     """
-    args = ((c if hasattr(c, "column_names") else list(c), num_perm, ngram, seed, canonicalize_identifiers, scheme)
-            for c in chunks)
+    args = ((_sendable(c), num_perm, ngram, seed, canonicalize_identifiers, scheme) for c in chunks)
     return map_chunks(_signature_chunk, args, workers, pool)
 
 
@@ -554,7 +563,7 @@ def shingle_set_chunks(
     pool: Executor | None = None,
 ) -> Iterator[list[np.ndarray]]:
     """Per text chunk, the sorted unique shingle hashes of each text (for exact Jaccard)."""
-    args = ((c if hasattr(c, "column_names") else list(c), ngram, canonicalize_identifiers) for c in chunks)
+    args = ((_sendable(c), ngram, canonicalize_identifiers) for c in chunks)
     return map_chunks(_shingle_set_chunk, args, workers, pool)
 
 

@@ -97,15 +97,11 @@ def document_texts(table: pa.Table, fields: Sequence[str]) -> list[str]:
 
 
 def _text_columns(chunk: pa.Table, fields: Sequence[str]) -> pa.Table:
-    """The compared columns as a compact table (workers join them, see tasks.minhash._as_texts).
-
-    Compact: a sliced table pickles with its parent's whole buffers (a 2,000-row slice of a
-    10,000-row file sent 5x its bytes to a worker), so the rows are copied out with `take`.
-    """
+    """The compared columns as a table (workers join them, see tasks.minhash._as_texts)."""
     missing = [f for f in fields if f not in chunk.column_names]
     if missing:
         raise UserError(f"near-dedup fields {missing} are not columns of the input (columns: {chunk.column_names})")
-    return chunk.select(list(fields)).take(np.arange(chunk.num_rows))
+    return chunk.select(list(fields))
 
 
 def representative_rank(ids: pa.Array, seed_index: np.ndarray | None) -> np.ndarray:

@@ -129,7 +129,7 @@ def test_both_tokenizers_equal_the_regex_that_defines_tokens():
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))).encode()
         expected = re.findall(rb"\.?[\w\x80-\xff]+", text)
         assert _tokenize(text) == expected, text
-        buffer = _token_buffer([text])
+        buffer, _ = _token_buffer([text])
         starts, ends = _word_spans(buffer)
         assert [buffer[a:b] for a, b in zip(starts, ends)] == expected, text
 
@@ -141,7 +141,7 @@ def test_bulk_token_hashes_and_keyword_check_equal_the_per_token_ones():
 
     text = ("for item in self.items:  x_1 = len(é_name) + 0x1f; return .5 import numpy as np "
             "a_very_long_identifier_of_more_than_three_words = 12345678 + 123456789 + 1234567890123456789").encode()
-    buffer = _token_buffer([text])
+    buffer, _ = _token_buffer([text])
     starts, ends = _word_spans(buffer)
     tokens = _tokenize(text)
     bulk = _span_hashes(buffer, starts, ends)
