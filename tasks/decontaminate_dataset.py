@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pyarrow as pa
 
-from ossforge.errors import UserError
 from ossforge.schema import AUDIT_SCHEMA
 from tasks.decontaminate import STAGE, DecontaminationConfig, Decontaminator, decontamination_report_markdown
-from tasks.dedup_dataset import FileSource
+from tasks.dedup_dataset import FileSource, output_apart_from_input, stage_manifest
 from tasks.publish import publish_dataset
 from tasks.shards import rebatch
 
@@ -30,10 +28,8 @@ def decontaminate_dataset(input_path: str | os.PathLike, output_dir: str | os.Pa
                           cfg: DecontaminationConfig, shard_size: int = 10_000) -> dict:
     """Remove benchmark-contaminated rows of a dataset into output_dir; returns the manifest."""
     started = time.perf_counter()
-    out = Path(output_dir).resolve()
     source = FileSource(input_path, FIELDS)  # InputError (a UserError) when nothing is there
-    if any(out == f.resolve() or out in f.resolve().parents for f in source.files):
-        raise UserError(f"--output {output_dir} holds the input files; write the decontaminated dataset elsewhere")
+    out = output_apart_from_input(source, output_dir, "decontaminated")
 
     masks, audits = [], []
     schema = None
@@ -49,20 +45,10 @@ def decontaminate_dataset(input_path: str | os.PathLike, output_dir: str | os.Pa
         for chunk, mask in zip(rebatch(source.chunks(), MATCH_CHUNK_ROWS), masks):
             yield chunk.filter(mask)
 
-    dropped = sum(stats["dropped"].values())
-    manifest = {
-        "status": "complete",
-        "source": str(input_path),
-        "ids_added": source.ids_added,
-        "config": {"decontamination": cfg.model_dump(mode="json"), "shard_size": shard_size},
-        "stages": {STAGE: stats},
-        "benchmarks": stats.get("extra", {}).get("loaded", {}),
-        "missing": stats.get("extra", {}).get("missing", []),
-        "accounting": {
-            "rows_in": stats["in"], "rows": stats["out"], "dropped": dropped,
-            "balanced": stats["in"] == stats["out"] + dropped,
-        },
-    }
+    config = {"decontamination": cfg.model_dump(mode="json"), "shard_size": shard_size}
+    manifest = stage_manifest(source, STAGE, stats, config)
+    manifest["benchmarks"] = stats.get("extra", {}).get("loaded", {})
+    manifest["missing"] = stats.get("extra", {}).get("missing", [])
     audit = pa.concat_tables(audits) if audits else AUDIT_SCHEMA.empty_table()
     manifest = publish_dataset(out, kept_tables(), shard_size, manifest, audits={STAGE: audit}, schema=schema)
     manifest["seconds"] = round(time.perf_counter() - started, 3)

@@ -66,18 +66,43 @@ class FileSource:
         )
 
 
+def output_apart_from_input(source: FileSource, output_dir: str | os.PathLike, what: str) -> Path:
+    """The resolved output directory of a dataset command; a UserError when it holds the
+    input files or lies inside the input directory (a rerun would read the last output)."""
+    out = Path(output_dir).resolve()
+    if any(out == f.resolve() or out in f.resolve().parents for f in source.files):
+        raise UserError(f"--output {output_dir} holds the input files; write the {what} dataset elsewhere")
+    src_dir = Path(source.source).resolve()
+    if src_dir.is_dir() and src_dir in out.parents:
+        raise UserError(f"--output {output_dir} is inside the input directory {source.source}; write it elsewhere")
+    return out
+
+
+def stage_manifest(source: FileSource, stage: str, stats: dict, config: dict) -> dict:
+    """The manifest of a one-stage dataset command, before publishing adds files and checksums."""
+    dropped = sum(stats["dropped"].values())
+    return {
+        "status": "complete",
+        "source": source.source,
+        "ids_added": source.ids_added,
+        "config": config,
+        "stages": {stage: stats},
+        "accounting": {
+            "rows_in": stats["in"],
+            "rows": stats["out"],
+            "dropped": dropped,
+            "balanced": stats["in"] == stats["out"] + dropped,
+        },
+    }
+
+
 def dedup_dataset(
     input_path: str | os.PathLike, output_dir: str | os.PathLike, cfg: NearDedupConfig, shard_size: int = 10_000
 ) -> dict:
     """Near-dedup a dataset into output_dir; returns the manifest."""
     started = time.perf_counter()
-    out = Path(output_dir).resolve()
     source = FileSource(input_path, cfg.fields)
-    if any(out == f.resolve() or out in f.resolve().parents for f in source.files):
-        raise UserError(f"--output {output_dir} holds the input files; write the deduplicated dataset elsewhere")
-    src_dir = Path(input_path).resolve()
-    if src_dir.is_dir() and src_dir in out.parents:  # a rerun would read the last output as input
-        raise UserError(f"--output {output_dir} is inside the input directory {input_path}; write it elsewhere")
+    out = output_apart_from_input(source, output_dir, "deduplicated")
     plan = plan_near_dedup(source, cfg)
 
     audit_parts = []
@@ -98,20 +123,8 @@ def dedup_dataset(
     # still a readable, empty dataset.
     first = next(source.chunks(), None)
     schema = plan.apply(first.slice(0, 0), 0)[0].schema if first is not None else None
-    stats = plan.stats.as_dict()
-    manifest = {
-        "status": "complete",
-        "source": str(input_path),
-        "ids_added": source.ids_added,
-        "config": {"near_dedup": cfg.model_dump(mode="json"), "shard_size": shard_size},
-        "stages": {STAGE: stats},
-        "accounting": {
-            "rows_in": stats["in"],
-            "rows": stats["out"],
-            "dropped": sum(stats["dropped"].values()),
-            "balanced": stats["in"] == stats["out"] + sum(stats["dropped"].values()),
-        },
-    }
+    config = {"near_dedup": cfg.model_dump(mode="json"), "shard_size": shard_size}
+    manifest = stage_manifest(source, STAGE, plan.stats.as_dict(), config)
     manifest = publish_dataset(out, kept_tables(), shard_size, manifest, audits={STAGE: audit}, schema=schema)
     manifest["seconds"] = round(time.perf_counter() - started, 3)
     return manifest

@@ -155,6 +155,18 @@ def test_input_without_text_columns_is_a_user_error(tmp_path):
     assert "problem" in proc.stderr
 
 
+def test_output_over_the_input_is_refused(tmp_path):
+    from tasks.decontaminate_dataset import decontaminate_dataset
+
+    data = tmp_path / "ds" / "data"
+    data.mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a"], "problem": ["p"], "solution": ["s"]}), data / "train-00000.parquet")
+    with pytest.raises(UserError, match="holds the input"):
+        decontaminate_dataset(tmp_path / "ds", tmp_path / "ds", DecontaminationConfig())
+    with pytest.raises(UserError, match="inside the input directory"):  # a rerun would read this output
+        decontaminate_dataset(tmp_path / "ds", tmp_path / "ds" / "clean", DecontaminationConfig())
+
+
 def test_flow_under_prefect_publishes_the_report(prefect_server, shared_benchmarks, tmp_path):
     import asyncio
 
