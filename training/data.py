@@ -19,6 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.metrics import TOKENS_KEY
+
 IGNORE_INDEX = -100
 
 SYSTEM = (
@@ -151,7 +153,6 @@ def build_train_dataset(tokenizer, dataset_dirs: list[str], max_length: int, **c
 def counting_tokens(collator):
     """The collator, plus each batch's real token count (the examples' lengths: padding and
     packing filler never count) under training.metrics.TOKENS_KEY, as a Python int."""
-    from training.metrics import TOKENS_KEY
 
     def collate(features):
         tokens = sum(len(f["input_ids"]) for f in features)
@@ -198,8 +199,8 @@ class BinPackingCollator:
     (when no attention_mask is given and no KV cache is used). Short rows are filled with
     a pad segment that is its own "example" (positions restart, labels -100), so no
     attention_mask is needed and no real token attends to padding. The pad segment is made
-    of `pad_token_id`: the Trainer counts non-padding tokens (tokens/s, MFU) as ids that are
-    not the pad id when a batch has no attention_mask.
+    of `pad_token_id`, so whatever counts non-padding ids in a batch without an attention
+    mask (as the Trainer's include_num_input_tokens_seen does) counts only real tokens.
     """
 
     def __init__(self, row_tokens: int, pad_token_id: int = 0):
