@@ -82,6 +82,16 @@ def test_refresh_end_to_end(prefect_server, teacher, tmp_path, shared_benchmarks
     assert manifest["stages"]["seeds"]["out"] == 60
     assert manifest["stages"]["parse"]["dropped"].get("length_truncated", 0) >= 1  # the fake's 5% length faults
     assert manifest["status"] == "complete"
+    # Near-dedup ran inside the flow, after exact dedup: its counts are in the manifest,
+    # every row carries its cluster, and its audit is beside the data.
+    stages = list(manifest["stages"])
+    assert stages.index("exact_dedup") < stages.index("near_dedup") < stages.index("decontaminate")
+    assert manifest["stages"]["near_dedup"]["in"] == manifest["stages"]["exact_dedup"]["out"]
+    rows = pq.read_table(out / "data", columns=["cluster_id", "cluster_size"])
+    assert rows.num_rows == manifest["rows"] and rows["cluster_id"].null_count == 0
+    assert pq.read_table(out / "audit" / "near_dedup.parquet").num_rows == sum(
+        manifest["stages"]["near_dedup"]["dropped"].values()
+    )
     assert "TEACHER_KEY" in json.dumps(manifest["config"])  # the variable's name, never its value
     assert_secret_absent(out)
     assert PLANTED_KEY not in result.stdout + result.stderr
