@@ -67,6 +67,7 @@ demo: setup server teacher
 	  --output-format json --context-size 2048 --max-reply-tokens 256 --no-progress
 
 test: setup-dev
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q --durations=20
 
 # CPU benchmarks, one JSON line each; bench/train_throughput.py needs a GPU (see docs/training.md).

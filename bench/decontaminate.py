@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import pyarrow as pa  # noqa: E402
 
-from tasks.decontaminate import DecontaminationConfig, _cached_index, build_index, decontaminate  # noqa: E402
+from tasks.decontamination.decontaminate import DecontaminationConfig, _cached_index, build_index, decontaminate  # noqa: E402
 
 SHARED = Path(os.environ.get("OSSFORGE_SHARED_BENCHMARKS", REPO.parent / "shared" / "benchmarks"))
 

@@ -5,7 +5,7 @@ boilerplate); a known fraction are planted near-duplicates of another document: 
 renamed, adjacent lines swapped, comments changed, whitespace/indentation changed, a few
 prose words replaced. Then, each in a fresh process (so peak RSS is its own):
 
-- step:  tasks.near_dedup.plan_near_dedup over the Parquet shards (signatures in worker
+- step:  tasks.dedup.near.plan_near_dedup over the Parquet shards (signatures in worker
          processes, vectorised LSH banding, exact-Jaccard check, connected components);
 - naive: per document, datasketch `MinHash.update` per shingle, then `MinHashLSH.query`
          and `insert` (same normalised tokens, shingles, num_perm and threshold). It is
@@ -235,7 +235,7 @@ def read_columns(corpus: Path, columns: list[str] | None = None):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.shards import input_files
+    from tasks.core.parquet_io import input_files
 
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in input_files(corpus)])
 
@@ -291,8 +291,8 @@ class TreeRss(threading.Thread):
 def run_step(corpus: Path, args) -> dict:
     import numpy as np
 
-    from tasks.dedup_dataset import FileSource
-    from tasks.near_dedup import NearDedupConfig, plan_near_dedup
+    from tasks.dedup.dataset import FileSource
+    from tasks.dedup.near import NearDedupConfig, plan_near_dedup
 
     cfg = NearDedupConfig(threshold=args.threshold, num_perm=args.num_perm, ngram=args.ngram, workers=args.workers)
     source = FileSource(corpus, cfg.fields)
@@ -325,7 +325,7 @@ def run_naive(corpus: Path, args) -> dict:
     import pyarrow.parquet as pq
     from datasketch import MinHash, MinHashLSH
 
-    from tasks.minhash import normalized_tokens
+    from tasks.dedup.minhash import normalized_tokens
 
     table = read_columns(corpus)
     families = table["family"].to_pylist()

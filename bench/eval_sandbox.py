@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks.eval_benchmarks import load_benchmark  # noqa: E402
-from tasks.evaluation import ScoreConfig, score_programs  # noqa: E402
-from tasks.sandbox import default_workers, probe_guards  # noqa: E402
+from tasks.evaluation.benchmarks import load_benchmark  # noqa: E402
+from tasks.evaluation.scoring import ScoreConfig, score_programs  # noqa: E402
+from tasks.sandbox.runner import default_workers, probe_guards  # noqa: E402
 
 
 def human_eval_baseline(workers: int) -> tuple[float, int]:

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks.seeds import SeedConfig, sample_seeds  # noqa: E402
+from tasks.seeds.sampling import SeedConfig, sample_seeds  # noqa: E402
 
 
 def reference(files: list[Path], n: int, seed: int = 976) -> int:

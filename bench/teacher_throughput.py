@@ -1,6 +1,6 @@
 """Teacher fan-out throughput: ossforge's teacher path against a bare AsyncOpenAI loop.
 
-Starts the project's fake teacher (`ossforge teacher fake`, its own process, fixed 0.2 s
+Starts the project's fake teacher (`python -m tests.support.fake_teacher`, its own process, fixed 0.2 s
 latency, ~1.5 KB replies) and sends the same N requests (default 20,000) in one run:
 
 - baseline: bare `AsyncOpenAI` + `DefaultAioHttpClient` (aiohttp transport) +
@@ -8,7 +8,7 @@ latency, ~1.5 KB replies) and sends the same N requests (default 20,000) in one 
 - ossforge: the refresh flow's teacher path, `TeacherSession.complete_shard` over shards of
   1,000 seeds on one event loop, as many at once as the flow runs (enough to fill the
   in-flight cap, plus one), with token counting, content addressing, the limiter,
-  retries, SQLite cache writes, and parsing each reply with tasks/parsing.py;
+  retries, SQLite cache writes, and parsing each reply with tasks/generation/parsing.py;
 
 at 1,000 and 5,000 in flight, and the SDK's default (httpx) transport on fewer requests
 for the >= 10x comparison. Each measurement runs in a fresh subprocess (clean loop, its
@@ -70,7 +70,7 @@ async def run_baseline(url: str, seeds: list[str], in_flight: int, transport: st
     from openai import AsyncOpenAI, DefaultAioHttpClient
     from openai._constants import DEFAULT_CONNECTION_LIMITS, DEFAULT_TIMEOUT
 
-    from tasks.prompts import build_messages
+    from tasks.teacher.prompts import build_messages
 
     # The SDK's defaults (2 retries), a pool as large as the in-flight cap, and a connect
     # timeout long enough for thousands of connections opening at once on a busy machine.
@@ -106,8 +106,8 @@ async def run_baseline(url: str, seeds: list[str], in_flight: int, transport: st
 async def run_ossforge(url: str, seeds: list[str], in_flight: int, cache_dir: str) -> dict:
     import pyarrow as pa
 
-    from tasks.parsing import parse_reply
-    from tasks.teacher import TeacherConfig, TeacherSession
+    from tasks.generation.parsing import parse_reply
+    from tasks.teacher.session import TeacherConfig, TeacherSession
 
     cfg = TeacherConfig(base_url=url, model=MODEL, api_key_env="", concurrency=in_flight)
     table = pa.table({"seed_index": list(range(len(seeds))), "seed": seeds})
@@ -172,7 +172,7 @@ def free_port() -> int:
 
 def start_teacher(latency: float, reply_chars: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "ossforge.cli", "teacher", "fake", "--port", str(port)]
+    cmd = [sys.executable, "-m", "tests.support.fake_teacher", "--port", str(port)]
     cmd += ["--latency", str(latency), "--reply-chars", str(reply_chars)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     root = f"http://127.0.0.1:{port}"

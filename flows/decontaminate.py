@@ -1,6 +1,6 @@
 """The `decontaminate` flow: benchmark decontamination of an existing dataset under Prefect.
 
-Orchestration only: the work is tasks/decontaminate_dataset.py. One task run does the whole
+Orchestration only: the work is tasks/decontamination/dataset.py. One task run does the whole
 dataset (the matchers use worker processes inside it); the flow publishes the markdown
 report (benchmarks checked, missing ones, hits per benchmark and matcher) as an artifact.
 """
@@ -11,8 +11,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from tasks.decontaminate import DecontaminationConfig
-from tasks.decontaminate_dataset import decontaminate_dataset, summary_markdown
+from tasks.decontamination.decontaminate import DecontaminationConfig
+from tasks.decontamination.dataset import decontaminate_dataset, summary_markdown
 
 SUMMARY_KEY = "decontamination-summary"
 

@@ -1,6 +1,6 @@
 """The `near-dedup` flow: near-duplicate removal of an existing dataset under Prefect.
 
-Orchestration only: the work is tasks/dedup_dataset.py. One task run does the whole
+Orchestration only: the work is tasks/dedup/dataset.py. One task run does the whole
 dataset (signatures use worker processes inside it); the flow publishes a summary artifact.
 """
 
@@ -10,8 +10,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from tasks.dedup_dataset import dedup_dataset, summary_markdown
-from tasks.near_dedup import NearDedupConfig
+from tasks.dedup.dataset import dedup_dataset, summary_markdown
+from tasks.dedup.near import NearDedupConfig
 
 SUMMARY_KEY = "near-dedup-summary"
 

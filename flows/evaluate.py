@@ -1,10 +1,10 @@
 """The `evaluate` flow: pass@1 of a model on HumanEval, HumanEval+ and MBPP+.
 
-Orchestration only: benchmarks are loaded by tasks/eval_benchmarks.py, completions come
-from tasks/eval_generation.py (one model load for every benchmark), and programs are
-scored in the sandbox by tasks/evaluation.py. The flow writes
+Orchestration only: benchmarks are loaded by tasks/evaluation/benchmarks.py, completions come
+from tasks/evaluation/completions.py (one model load for every benchmark), and programs are
+scored in the sandbox by tasks/evaluation/scoring.py. The flow writes
 
-- OUTPUT_DIR/results.parquet — one row per problem (ossforge.schema.EVAL_RESULT_SCHEMA),
+- OUTPUT_DIR/results.parquet — one row per problem (tasks.core.schema.EVAL_RESULT_SCHEMA),
 - OUTPUT_DIR/summary.json    — pass@1 per benchmark, base and plus, and run figures,
 
 and publishes the same numbers as Prefect artifacts (a table and a markdown summary).
@@ -23,10 +23,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, field_validator
 
-from ossforge.errors import UserError
-from ossforge.schema import EVAL_RESULT_SCHEMA
-from tasks.eval_benchmarks import BENCHMARKS, Problem, default_cache_dir, load_benchmark, parse_benchmarks
-from tasks.shards import write_json_atomic, write_parquet_atomic
+from tasks.core.errors import UserError
+from tasks.core.schema import EVAL_RESULT_SCHEMA
+from tasks.evaluation.benchmarks import BENCHMARKS, Problem, default_cache_dir, load_benchmark, parse_benchmarks
+from tasks.core.parquet_io import write_json_atomic, write_parquet_atomic
 
 SUMMARY_KEY = "evaluation-summary"
 TABLE_KEY = "evaluation-pass-at-1"
@@ -83,8 +83,8 @@ def load_problems(cfg: EvaluateConfig) -> list[Problem]:
 
 @task(name="generate-completions", cache_policy=NO_CACHE)
 def generate(model_path: str, problems: list[Problem], cfg: EvaluateConfig) -> tuple[list[str], dict]:
-    from tasks.eval_generation import GenerationSettings, generate_completions
-    from tasks.evaluation import build_prompt
+    from tasks.evaluation.completions import GenerationSettings, generate_completions
+    from tasks.evaluation.scoring import build_prompt
 
     settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, backend=cfg.backend)
     return generate_completions(model_path, [build_prompt(p) for p in problems], settings)
@@ -93,8 +93,8 @@ def generate(model_path: str, problems: list[Problem], cfg: EvaluateConfig) -> t
 @task(name="score-in-sandbox", cache_policy=NO_CACHE)
 def score(problems: list[Problem], programs: list[str], cfg: EvaluateConfig) -> list[dict]:
     """One benchmark's programs against its tests, `workers` sandboxes at a time."""
-    from tasks.evaluation import ScoreConfig, score_programs
-    from tasks.sandbox import SandboxLimits, default_workers
+    from tasks.evaluation.scoring import ScoreConfig, score_programs
+    from tasks.sandbox.runner import SandboxLimits, default_workers
 
     score_cfg = ScoreConfig(
         workers=cfg.workers or default_workers(),
@@ -145,8 +145,8 @@ def pass_at_1_rows(summary: dict) -> list[dict]:
 @flow(name="evaluate")
 def evaluate_flow(cfg: EvaluateConfig) -> dict:
     """Generate, score and summarise; returns the summary written to OUTPUT_DIR/summary.json."""
-    from tasks.evaluation import program_for, summarize
-    from tasks.sandbox import probe_guards
+    from tasks.evaluation.scoring import program_for, summarize
+    from tasks.sandbox.runner import probe_guards
 
     logger = get_run_logger()
     start = time.perf_counter()

@@ -30,24 +30,24 @@ from prefect.cache_policies import INPUTS
 from prefect.runtime import flow_run as prefect_flow_run
 from pydantic import BaseModel, Field
 
-from ossforge import progress
-from ossforge.errors import UserError
-from ossforge.schema import AUDIT_SCHEMA, CLUSTER_ID, CLUSTER_SIZE, DATASET_SCHEMA
-from tasks.dataset_card import render_dataset_card
-from tasks.decontaminate import DecontaminationConfig, Decontaminator, decontamination_report_markdown
-from tasks.decontaminate_dataset import MATCH_CHUNK_ROWS
-from tasks.dedup_dataset import FileSource
-from tasks.exact_dedup import ExactDeduper
-from tasks.generation import generate_shard
-from tasks.near_dedup import NearDedupConfig, plan_near_dedup
-from tasks.publish import publish_dataset
-from tasks.seeds import SeedConfig, sample_seeds
-from tasks.shards import file_sha256, rebatch, write_parquet_atomic, write_text_atomic
-from tasks.shard_job import GlobalRateLimit, ShardJob, summary_path
-from tasks.stats import StageStats, timed
-from tasks.teacher import TeacherConfig, TeacherSession
-from tasks.teacher_limits import prefect_rate_limit_permits
-from tasks.versions import SeedExcluder
+from tasks.core import progress
+from tasks.core.errors import UserError
+from tasks.core.schema import AUDIT_SCHEMA, CLUSTER_ID, CLUSTER_SIZE, DATASET_SCHEMA
+from tasks.publish.dataset_card import render_dataset_card
+from tasks.decontamination.decontaminate import DecontaminationConfig, Decontaminator, decontamination_report_markdown
+from tasks.decontamination.dataset import MATCH_CHUNK_ROWS
+from tasks.dedup.dataset import FileSource
+from tasks.dedup.exact import ExactDeduper
+from tasks.generation.shard import generate_shard
+from tasks.dedup.near import NearDedupConfig, plan_near_dedup
+from tasks.publish.publish import publish_dataset
+from tasks.seeds.sampling import SeedConfig, sample_seeds
+from tasks.core.parquet_io import file_sha256, rebatch, write_parquet_atomic, write_text_atomic
+from tasks.generation.shard_job import GlobalRateLimit, ShardJob, summary_path
+from tasks.core.stats import StageStats, timed
+from tasks.teacher.session import TeacherConfig, TeacherSession
+from tasks.teacher.limits import prefect_rate_limit_permits
+from tasks.publish.versions import SeedExcluder
 
 # Bump when a change to generation would make cached shard results wrong.
 GENERATION_CACHE_VERSION = "1"
@@ -397,7 +397,7 @@ async def refresh_flow(config: RefreshConfig) -> dict:
             key=DECONTAMINATION_KEY, description="Benchmark decontamination: hits per benchmark and matcher",
         )
     if config.report:
-        from tasks.report import render_report
+        from tasks.publish.report import render_report
 
         await acreate_markdown_artifact(
             render_report(out, manifest), key=REPORT_KEY, description="Dataset report: card, samples, charts"

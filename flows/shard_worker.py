@@ -17,10 +17,10 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as current_run
 
 from flows.refresh import generate_shard_task, shard_is_staged, shard_result_cache
-from tasks.shard_job import ShardJob, summary_path
-from tasks.shards import write_json_atomic
-from tasks.teacher import TeacherSession
-from tasks.teacher_limits import prefect_rate_limit_permits
+from tasks.generation.shard_job import ShardJob, summary_path
+from tasks.core.parquet_io import write_json_atomic
+from tasks.teacher.session import TeacherSession
+from tasks.teacher.limits import prefect_rate_limit_permits
 
 
 def worker_name() -> str:

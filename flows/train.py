@@ -30,7 +30,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, field_validator
 
-from ossforge.errors import UserError
+from tasks.core.errors import UserError
 from training.dataset_check import verify_dataset
 from training.metrics import loss_curve, parse_metric_line, plot_loss_curve, read_metrics
 

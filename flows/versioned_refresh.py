@@ -1,7 +1,7 @@
 """The scheduled, incremental refresh: each run adds a dataset version with only new seeds.
 
 ROOT/versions/NNNN/ holds one refresh's output (the refresh layout), ROOT/latest points at
-the newest complete version (see tasks/versions.py). A run
+the newest complete version (see tasks/publish/versions.py). A run
 
 1. lists the complete versions and the seeds they consumed;
 2. runs the refresh flow into the next version directory with those seeds excluded, the
@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows.refresh import RefreshConfig, refresh_flow
-from tasks.generation import row_id
-from tasks.teacher import TeacherSession
-from tasks.versions import VersionStore
+from tasks.generation.shard import row_id
+from tasks.teacher.session import TeacherSession
+from tasks.publish.versions import VersionStore
 
 VERSIONS_KEY = "refresh-versions"
 

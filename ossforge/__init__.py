@@ -1,3 +1,3 @@
-"""ossforge: an OSS-Instruct data factory orchestrated by Prefect."""
+"""ossforge: an OSS-Instruct data factory orchestrated by Prefect. The front door: CLI and runtime."""
 
-__version__ = "0.1.0"
+from tasks.core.version import VERSION as __version__  # noqa: F401

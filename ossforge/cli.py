@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from ossforge.errors import UserError
+from tasks.core.errors import UserError
 
 app = typer.Typer(
     name="ossforge",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from ossforge.errors import UserError
+from tasks.core.errors import UserError
 
 
 def read_config_file(config_file: Path | None) -> dict:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 
-from ossforge.http_probe import answers_ok
+from tasks.core.http_probe import answers_ok
 
 DEFAULT_LOCAL_API = "http://127.0.0.1:4200/api"
 
@@ -25,7 +25,7 @@ def ensure_prefect_api() -> str | None:
     api = os.environ.get("PREFECT_API_URL")
     if api:
         if not _answers(api) and "api.prefect.cloud" not in api:
-            from ossforge.errors import UserError
+            from tasks.core.errors import UserError
 
             raise UserError(f"the Prefect API at {api} does not answer (start it with `make server`)")
     elif _answers(DEFAULT_LOCAL_API):
@@ -66,7 +66,7 @@ class _progress_bar:
             return self
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from ossforge import progress
+        from tasks.core import progress
 
         self.bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
@@ -87,7 +87,7 @@ class _progress_bar:
 
     def __exit__(self, *exc):
         if self.enabled:
-            from ossforge import progress
+            from tasks.core import progress
 
             self.bar.stop()
             progress.clear()

@@ -102,13 +102,13 @@ def prefect_server(tmp_path_factory):
 
 @pytest.fixture
 def fake_teacher():
-    """A fresh fake OpenAI-compatible teacher (ossforge/fake_teacher.py), a real HTTP server on loopback.
+    """A fresh fake OpenAI-compatible teacher (tests/support/fake_teacher.py), a real HTTP server on loopback.
 
     Served from a thread of this process. Yields a FakeTeacherClient: `.base_url` (the /v1 URL
     to give a client), `.stats(window=60)`, `.configure(latency=..., rate_429=..., api_key=...)`,
     `.reset()`; `.server` is the FakeTeacher itself.
     """
-    from ossforge.fake_teacher import FakeTeacher, FakeTeacherClient
+    from support.fake_teacher import FakeTeacher, FakeTeacherClient
 
     server = FakeTeacher()
     url = server.start_in_thread()

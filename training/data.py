@@ -19,23 +19,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.core.chat_template import INSTRUCTION_COLUMN, PROMPT_TEMPLATE, RESPONSE_COLUMN, SYSTEM, format_prompt  # noqa: F401
 from training.metrics import TOKENS_KEY
 
 IGNORE_INDEX = -100
-
-SYSTEM = (
-    "You are an exceptionally intelligent coding assistant that consistently delivers accurate "
-    "and reliable responses to user instructions."
-)
-# Magicoder's training template; the response follows "@@ Response\n" directly.
-PROMPT_TEMPLATE = SYSTEM + "\n\n@@ Instruction\n{instruction}\n\n@@ Response\n"
-
-INSTRUCTION_COLUMN = "problem"
-RESPONSE_COLUMN = "solution"
-
-
-def format_prompt(instruction: str) -> str:
-    return PROMPT_TEMPLATE.format(instruction=instruction)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from ossforge.errors import UserError
+from tasks.core.errors import UserError
 
 
 class DatasetError(UserError):

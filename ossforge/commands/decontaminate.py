@@ -40,7 +40,7 @@ def decontaminate(
     shard_size: int = typer.Option(10_000, min=1, help="max rows per output shard"),
     prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow `decontaminate`"),
 ) -> None:
-    from tasks.decontaminate import DecontaminationConfig
+    from tasks.decontamination.decontaminate import DecontaminationConfig
 
     settings = {
         "benchmarks": _names(benchmarks),
@@ -62,7 +62,7 @@ def decontaminate(
             DecontaminateFlowConfig(input=input, output=str(output), shard_size=shard_size, decontamination=cfg)
         )
     else:
-        from tasks.decontaminate_dataset import decontaminate_dataset
+        from tasks.decontamination.dataset import decontaminate_dataset
 
         manifest = decontaminate_dataset(input, output, cfg, shard_size=shard_size)
     stage = manifest["stages"]["decontaminate"]

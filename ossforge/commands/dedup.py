@@ -39,7 +39,7 @@ def dedup(
     shard_size: int = typer.Option(10_000, min=1, help="max rows per output shard"),
     prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow `near-dedup` (needs PREFECT_API_URL)"),
 ) -> None:
-    from tasks.near_dedup import NearDedupConfig
+    from tasks.dedup.near import NearDedupConfig
 
     settings = {
         "threshold": threshold,
@@ -61,7 +61,7 @@ def dedup(
 
         manifest = dedup_flow(DedupFlowConfig(input=input, output=str(output), shard_size=shard_size, near_dedup=cfg))
     else:
-        from tasks.dedup_dataset import dedup_dataset
+        from tasks.dedup.dataset import dedup_dataset
 
         manifest = dedup_dataset(input, output, cfg, shard_size=shard_size)
     stage = manifest["stages"]["near_dedup"]

@@ -52,7 +52,7 @@ def evaluate(
 
     # Fail fast, before any flow run or model load, on what the user can fix.
     from flows.evaluate import cache_dir_for, resolve_model
-    from tasks.eval_benchmarks import find_data_file
+    from tasks.evaluation.benchmarks import find_data_file
 
     for name in cfg.benchmarks:
         find_data_file(name, cfg.benchmark_dir, cache_dir_for(cfg))

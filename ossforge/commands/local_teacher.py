@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ossforge.local_teacher_defaults import LOCAL_TEACHER_HOST, LOCAL_TEACHER_PORT
+from tasks.teacher.local_defaults import LOCAL_TEACHER_HOST, LOCAL_TEACHER_PORT
 
 STATE_DIR = Path(".ossforge")
 PID_FILE = STATE_DIR / "teacher.pid"
@@ -22,7 +22,7 @@ def serve(
     detach: bool = typer.Option(False, help="start in the background and return once it answers"),
 ) -> None:
     """Serve SmolLM2-135M-Instruct over the OpenAI chat-completions protocol with llama.cpp."""
-    from tasks import local_teacher
+    from tasks.teacher import local_server as local_teacher
 
     url = local_teacher.base_url(host, port)
     if local_teacher.is_serving(url):

@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from ossforge.config_files import build_config
-from ossforge.errors import UserError
-from ossforge.local_teacher_defaults import LOCAL_TEACHER_MODEL, LOCAL_TEACHER_URL
+from tasks.core.errors import UserError
+from tasks.teacher.local_defaults import LOCAL_TEACHER_MODEL, LOCAL_TEACHER_URL
 
 
 def register(app: typer.Typer) -> None:
@@ -119,7 +119,7 @@ def refresh(
     from ossforge.runtime import ensure_prefect_api, run_refresh
 
     ui = ensure_prefect_api()
-    from tasks.teacher import preflight
+    from tasks.teacher.session import preflight
 
     # Fail on the user's mistakes before a flow run exists: one line, no Prefect traceback.
     check_seed_source(cfg.seeds)
@@ -130,7 +130,7 @@ def refresh(
 
 def check_seed_source(seed_cfg) -> None:
     """Draw one seed: raises UserError for an unknown source, a missing column or an empty corpus."""
-    from tasks.seeds import sample_seeds
+    from tasks.seeds.sampling import sample_seeds
 
     probe = seed_cfg.model_copy(update={"num_seeds": 1, "quotas": None})
     batches, _ = sample_seeds(probe, batch_size=1)

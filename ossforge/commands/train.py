@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ossforge.config_files import build_config
-from ossforge.errors import UserError
+from tasks.core.errors import UserError
 
 
 def register(app: typer.Typer) -> None:

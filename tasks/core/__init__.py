@@ -1,0 +1,1 @@
+"""The bottom layer: schema, errors, stats, Parquet I/O. Imports nothing above it."""

@@ -1,0 +1,1 @@
+"""Stage 5: remove rows that overlap public benchmarks."""

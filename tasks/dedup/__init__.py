@@ -1,0 +1,1 @@
+"""Stages 3-4: exact dedup and MinHash near-dedup."""

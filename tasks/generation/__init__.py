@@ -1,0 +1,1 @@
+"""Stage 2: one shard of seeds through the teacher, parsed into (problem, solution) pairs."""

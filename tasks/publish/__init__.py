@@ -1,0 +1,1 @@
+"""Stage 6: versioned Parquet shards, manifest, dataset card, report."""

@@ -1,0 +1,1 @@
+"""Run untrusted generated code in isolation (evaluation and validation share it)."""

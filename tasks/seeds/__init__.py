@@ -1,0 +1,1 @@
+"""Stage 1: sample 1-15 line snippets of real code as seeds."""

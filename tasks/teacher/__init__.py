@@ -1,0 +1,1 @@
+"""The teacher LLM client: prompts, async fan-out, limits, retries, reply cache."""
