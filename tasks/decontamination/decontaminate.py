@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field, field_validator
 
 from tasks.core.errors import UserError
+from tasks.core.config import FingerprintedConfig, operational
 from tasks.core.schema import AUDIT_SCHEMA
 from tasks.decontamination.benchmarks import ALL_BENCHMARKS, BenchmarkFileError, BenchmarkItem, BenchmarkSet, load_benchmarks
 from tasks.decontamination.matchers import MATCHERS, Hit, MinhashMatcher, NgramMatcher, SubstringMatcher, Whitelist, words
@@ -34,7 +35,7 @@ REASON_PREFIX = "contaminated_by_"  # + matcher name: the drop reason in stats a
 MatcherName = Literal["substring", "ngram", "minhash"]
 
 
-class DecontaminationConfig(BaseModel):
+class DecontaminationConfig(FingerprintedConfig):
     """Which benchmarks, which matchers, and how strict. Defaults suit OSS-Instruct samples."""
 
     benchmarks: list[str] = Field(default_factory=lambda: list(ALL_BENCHMARKS),
@@ -44,7 +45,7 @@ class DecontaminationConfig(BaseModel):
         description="directory with benchmark files, tried first (default: $OSSFORGE_BENCHMARK_DIR)",
     )
     allow_hub: bool = Field(True, description="try the Hugging Face hub for benchmarks not in benchmark_dir")
-    hub_timeout_s: float = Field(5.0, gt=0, description="the one reachability probe of the hub")
+    hub_timeout_s: float = operational(5.0, gt=0, description="the one reachability probe of the hub")
     require_all: bool = Field(False, description="fail instead of reporting benchmarks that cannot be loaded")
     matchers: list[MatcherName] = Field(default_factory=lambda: list(MATCHERS))
     # n-gram overlap
@@ -66,8 +67,8 @@ class DecontaminationConfig(BaseModel):
     min_pattern_words: int = Field(6, ge=0)
     min_single_line_words: int = Field(12, ge=0, description="one-line solutions/tests shorter than this are ignored")
     # execution
-    workers: int = Field(0, ge=0, description="processes (0 = one per core)")
-    parallel_min_rows: int = Field(4000, ge=1, description="below this, match in-process")
+    workers: int = operational(0, ge=0, description="processes (0 = one per core)")
+    parallel_min_rows: int = operational(4000, ge=1, description="below this, match in-process")
     chunk_rows: int = Field(2000, ge=1)
 
     @field_validator("benchmarks")

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, field_validator
 
 from tasks.core.errors import UserError
+from tasks.core.config import FingerprintedConfig, operational
 from tasks.core.schema import AUDIT_SCHEMA, CLUSTER_ID, CLUSTER_SIZE
 from tasks.dedup.lsh_index import RedisLSH, band_candidate_pairs, lsh_params
 from tasks.dedup.minhash import SHINGLE_VERSION, estimated_jaccard, shingle_set_chunks, signature_chunks, worker_pool
@@ -43,7 +44,7 @@ SIGNATURE_FILE_PREFIX = "signatures-"
 _METADATA_KEY = b"ossforge.minhash"
 
 
-class NearDedupConfig(BaseModel):
+class NearDedupConfig(FingerprintedConfig):
     """How near is a duplicate, and against what. Defaults follow common practice for code
     (5-gram shingles, 128 permutations, Jaccard 0.7)."""
 
@@ -60,10 +61,10 @@ class NearDedupConfig(BaseModel):
         description="settle candidates whose MinHash estimate is near the threshold by the exact Jaccard of "
         "their shingle sets (else the estimate decides every candidate)",
     )
-    lsh_storage: str | None = Field(None, description="redis://host:port/db: a shared datasketch MinHashLSH index")
-    index_dir: str | None = Field(None, description="directory of persisted signatures of earlier versions")
-    version: str | None = Field(None, description="name of this run's signature file in index_dir (default: hash of kept ids)")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="signature processes")
+    lsh_storage: str | None = operational(None, description="redis://host:port/db: a shared datasketch MinHashLSH index")
+    index_dir: str | None = operational(None, description="directory of persisted signatures of earlier versions")
+    version: str | None = operational(None, description="name of this run's signature file in index_dir (default: hash of kept ids)")
+    workers: int = operational(default_factory=lambda: os.cpu_count() or 1, ge=1, description="signature processes")
 
     @field_validator("fields")
     @classmethod

@@ -28,6 +28,7 @@ import xxhash
 from pydantic import BaseModel, model_validator
 
 from tasks.core.errors import UserError
+from tasks.core.config import FingerprintedConfig, operational
 from tasks.core.schema import SEED_SCHEMA
 from tasks.seeds.corpus import CorpusOptions, Document, canonical_language, hash128, open_corpus
 from tasks.core.stats import StageStats, timed
@@ -42,7 +43,7 @@ ALL = "all"  # the quota key when no per-language quotas are set
 _MASK64 = (1 << 64) - 1
 
 
-class SeedConfig(BaseModel):
+class SeedConfig(FingerprintedConfig):
     """Where seeds come from and how they are drawn. Invalid settings raise a one-line UserError."""
 
     source: str = "stdlib"  # "stdlib" | directory | glob | .jsonl/.parquet file(s) | "hf:<dataset id>"
@@ -65,7 +66,7 @@ class SeedConfig(BaseModel):
     hf_data_dir: Optional[str] = None  # hub dataset sub-directory, e.g. "python" for starcoderdata
     hf_data_files: Optional[str | list[str]] = None  # data_files for load_dataset (with hf:json, hf:parquet...)
     shuffle_buffer: int = 5000  # documents held to shuffle JSONL/Parquet/hub sources
-    cache_bytes: int = 256 << 20  # source-tree text kept in memory between passes (0: re-read every pass)
+    cache_bytes: int = operational(256 << 20, description='source-tree text kept in memory between passes (0: re-read every pass)')
     max_idle_passes: int = 10  # stop after this many passes in a row that found no new snippet
     max_passes: Optional[int] = None  # hard cap on passes over the corpus (None: until exhausted)
     license: Optional[str] = None  # license recorded for sources without a license column

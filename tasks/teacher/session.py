@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.core import progress as progress_channel
 from tasks.core.errors import UserError
+from tasks.core.config import FingerprintedConfig, operational
 from tasks.teacher.prompts import SYSTEM_PROMPT, build_messages, response_format
 from tasks.core.stats import StageStats
 from tasks.teacher.cache import CachedReply, RequestCache
@@ -71,15 +72,15 @@ class TeacherQuotaError(UserError):
     """The provider says the account's quota is used up (429 insufficient_quota)."""
 
 
-class TeacherConfig(BaseModel):
+class TeacherConfig(FingerprintedConfig):
     """How to call the teacher. Holds the *name* of where the key is, never the key."""
 
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str
+    base_url: str = operational(description="the OpenAI-compatible endpoint (where, not what: the model names the teacher)")
     model: str
-    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key ('' for none)")
-    api_key_secret_block: str | None = Field(None, description="Prefect Secret block holding the key (wins over env)")
+    api_key_env: str = operational("OPENAI_API_KEY", description="environment variable holding the API key ('' for none)")
+    api_key_secret_block: str | None = operational(None, description="Prefect Secret block holding the key (wins over env)")
     output_format: Literal["sections", "json"] = "sections"
     json_response_format: Literal["json_schema", "json_object", "none"] = Field(
         "json_schema", description="response_format sent in JSON mode (json_object: llama.cpp; none: not supported)"
@@ -89,19 +90,19 @@ class TeacherConfig(BaseModel):
     seed_offset: int = Field(976, description="request seed = seed_offset + seed_index (the paper: 976 + index)")
     context_size: int = 8192
     max_tokens_cap: int = 2500
-    concurrency: int = Field(256, ge=1, description="requests in flight at once, per process")
-    rpm: int | None = Field(None, ge=1, description="requests per window (provider's RPM)")
-    tpm: int | None = Field(None, ge=1, description="tokens per window: prompt + max_tokens, as providers count")
-    rate_window_s: float = Field(60.0, gt=0, description="the providers' window; only tests shrink it")
-    max_retries: int = Field(8, ge=0)
-    retry_base_s: float = Field(0.5, ge=0, description="first backoff step; doubles per retry")
-    retry_max_s: float = Field(60.0, ge=0, description="longest backoff step (Retry-After is honoured beyond it)")
-    request_timeout_s: float = Field(600.0, gt=0)
-    transport: Literal["aiohttp", "openai"] = "aiohttp"
-    price_per_mtok_in: float | None = Field(None, ge=0, description="USD per 1M prompt tokens (default: built-in table)")
-    price_per_mtok_out: float | None = Field(None, ge=0, description="USD per 1M completion tokens")
-    max_cost_usd: float | None = Field(None, gt=0)
-    max_total_tokens: int | None = Field(None, gt=0)
+    concurrency: int = operational(256, ge=1, description="requests in flight at once, per process")
+    rpm: int | None = operational(None, ge=1, description="requests per window (provider's RPM)")
+    tpm: int | None = operational(None, ge=1, description="tokens per window: prompt + max_tokens, as providers count")
+    rate_window_s: float = operational(60.0, gt=0, description="the providers' window; only tests shrink it")
+    max_retries: int = operational(8, ge=0)
+    retry_base_s: float = operational(0.5, ge=0, description="first backoff step; doubles per retry")
+    retry_max_s: float = operational(60.0, ge=0, description="longest backoff step (Retry-After is honoured beyond it)")
+    request_timeout_s: float = operational(600.0, gt=0)
+    transport: Literal["aiohttp", "openai"] = operational("aiohttp")
+    price_per_mtok_in: float | None = operational(None, ge=0, description="USD per 1M prompt tokens (default: built-in table)")
+    price_per_mtok_out: float | None = operational(None, ge=0, description="USD per 1M completion tokens")
+    max_cost_usd: float | None = operational(None, gt=0)
+    max_total_tokens: int | None = operational(None, gt=0)
 
     @field_validator("base_url")
     @classmethod
