@@ -119,7 +119,7 @@ def refresh(
     from ossforge.runtime import ensure_prefect_api, run_refresh
 
     ui = ensure_prefect_api()
-    from tasks.teacher.session import preflight
+    from tasks.teacher.preflight import preflight
 
     # Fail on the user's mistakes before a flow run exists: one line, no Prefect traceback.
     check_seed_source(cfg.seeds)

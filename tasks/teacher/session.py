@@ -21,106 +21,36 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Literal
-from urllib.parse import urlparse
+from typing import Callable
 
 import orjson
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.core import progress as progress_channel
 from tasks.core.errors import UserError
-from tasks.core.config import FingerprintedConfig, operational
-from tasks.teacher.prompts import SYSTEM_PROMPT, build_messages, response_format
 from tasks.core.stats import StageStats
 from tasks.teacher.cache import CachedReply, RequestCache
+from tasks.teacher.config import TeacherConfig
+from tasks.teacher.credentials import aresolve_api_key, auth_error
 from tasks.teacher.limits import BatchedPermits, Budget, InFlightSlots, SlidingWindowLimiter
+from tasks.teacher.prompts import SYSTEM_PROMPT, build_messages, response_format
 from tasks.teacher.retry import Verdict, backoff_delay, classify_reply
 from tasks.teacher.tokens import MAX_TOKENS_MARGIN, derive_max_tokens, token_counter
 from tasks.teacher.transport import TRANSPORTS, TransportError
 
 log = logging.getLogger("ossforge.teacher")
 
-# USD per million tokens (input, output), as published by OpenAI when this was written.
-# A config's price_per_mtok_in/out, when set, wins; unknown models cost 0 unless priced.
-PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
-    "gpt-3.5-turbo-1106": (1.00, 2.00),
-    "gpt-3.5-turbo-0125": (0.50, 1.50),
-    "gpt-3.5-turbo": (0.50, 1.50),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1": (2.00, 8.00),
-}
-
 PROGRESS_COUNTER = "teacher replies"  # the tasks.core.progress counter this session advances
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-class TeacherAuthError(UserError):
-    """The teacher refused the credentials (HTTP 401): nothing will succeed, stop the run."""
 
 
 class TeacherQuotaError(UserError):
     """The provider says the account's quota is used up (429 insufficient_quota)."""
-
-
-class TeacherConfig(FingerprintedConfig):
-    """How to call the teacher. Holds the *name* of where the key is, never the key."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_url: str = operational(description="the OpenAI-compatible endpoint (where, not what: the model names the teacher)")
-    model: str
-    api_key_env: str = operational("OPENAI_API_KEY", description="environment variable holding the API key ('' for none)")
-    api_key_secret_block: str | None = operational(None, description="Prefect Secret block holding the key (wins over env)")
-    output_format: Literal["sections", "json"] = "sections"
-    json_response_format: Literal["json_schema", "json_object", "none"] = Field(
-        "json_schema", description="response_format sent in JSON mode (json_object: llama.cpp; none: not supported)"
-    )
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed_offset: int = Field(976, description="request seed = seed_offset + seed_index (the paper: 976 + index)")
-    context_size: int = 8192
-    max_tokens_cap: int = 2500
-    concurrency: int = operational(256, ge=1, description="requests in flight at once, per process")
-    rpm: int | None = operational(None, ge=1, description="requests per window (provider's RPM)")
-    tpm: int | None = operational(None, ge=1, description="tokens per window: prompt + max_tokens, as providers count")
-    rate_window_s: float = operational(60.0, gt=0, description="the providers' window; only tests shrink it")
-    max_retries: int = operational(8, ge=0)
-    retry_base_s: float = operational(0.5, ge=0, description="first backoff step; doubles per retry")
-    retry_max_s: float = operational(60.0, ge=0, description="longest backoff step (Retry-After is honoured beyond it)")
-    request_timeout_s: float = operational(600.0, gt=0)
-    transport: Literal["aiohttp", "openai"] = operational("aiohttp")
-    price_per_mtok_in: float | None = operational(None, ge=0, description="USD per 1M prompt tokens (default: built-in table)")
-    price_per_mtok_out: float | None = operational(None, ge=0, description="USD per 1M completion tokens")
-    max_cost_usd: float | None = operational(None, gt=0)
-    max_total_tokens: int | None = operational(None, gt=0)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"teacher base URL must be http(s)://host[:port]/..., got {value!r}")
-        return value.rstrip("/")
-
-    def prices(self) -> tuple[float, float]:
-        table_in, table_out = PRICES_PER_MTOK.get(self.model, (0.0, 0.0))
-        return (
-            table_in if self.price_per_mtok_in is None else self.price_per_mtok_in,
-            table_out if self.price_per_mtok_out is None else self.price_per_mtok_out,
-        )
-
-    def is_loopback(self) -> bool:
-        return (urlparse(self.base_url).hostname or "") in _LOOPBACK_HOSTS
 
 
 @dataclass
@@ -138,91 +68,6 @@ class TeacherReply:
     error: str | None  # why the item has no reply: "http_404", "timeout_retries_exhausted", ...
     attempts: int
     from_cache: bool
-
-
-# ----------------------------------------------------------------------------- secrets
-def _key_source(cfg: TeacherConfig) -> str:
-    if cfg.api_key_secret_block:
-        return f"Prefect Secret block {cfg.api_key_secret_block!r}"
-    return f"${cfg.api_key_env}" if cfg.api_key_env else "no API key"
-
-
-def _check_key(cfg: TeacherConfig, key: str | None) -> str | None:
-    if key or not cfg.api_key_env or cfg.is_loopback():
-        return key or None
-    raise UserError(
-        f"no API key for the teacher at {cfg.base_url}: set ${cfg.api_key_env} "
-        "(or --teacher-api-key-env NAME, or a Prefect Secret block)"
-    )
-
-
-def resolve_api_key(cfg: TeacherConfig) -> str | None:
-    """The key from the Secret block or the environment; None for keyless loopback servers."""
-    if cfg.api_key_secret_block:
-        try:
-            from prefect.blocks.system import Secret
-
-            return _check_key(cfg, Secret.load(cfg.api_key_secret_block).get())
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(f"cannot load Prefect Secret block {cfg.api_key_secret_block!r} ({type(exc).__name__})") from None
-    return _check_key(cfg, os.environ.get(cfg.api_key_env) if cfg.api_key_env else None)
-
-
-async def aresolve_api_key(cfg: TeacherConfig) -> str | None:
-    if cfg.api_key_secret_block:
-        try:
-            from prefect.blocks.system import Secret
-
-            return _check_key(cfg, (await Secret.aload(cfg.api_key_secret_block)).get())
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(f"cannot load Prefect Secret block {cfg.api_key_secret_block!r} ({type(exc).__name__})") from None
-    return resolve_api_key(cfg)
-
-
-def _auth_error(cfg: TeacherConfig) -> TeacherAuthError:
-    return TeacherAuthError(f"the teacher at {cfg.base_url} rejected the API key from {_key_source(cfg)} (HTTP 401)")
-
-
-# ----------------------------------------------------------------------------- preflight
-def preflight(cfg: TeacherConfig, timeout_s: float = 10.0) -> None:
-    """A fast check before a run: reachable, key present and accepted, model known.
-
-    GET /models answers the first three. A model missing from that list is probed with one
-    1-token completion, since some servers (llama.cpp) list an alias but serve any name.
-    Raises UserError (one line) on failure.
-    """
-    import openai
-
-    key = resolve_api_key(cfg)
-    client = openai.OpenAI(base_url=cfg.base_url, api_key=key or "EMPTY", max_retries=0, timeout=timeout_s)
-    try:
-        try:
-            listed = {m.id for m in client.models.list().data}
-        except openai.NotFoundError:
-            listed = set()  # a proxy without /models: the probe decides
-        if cfg.model in listed:
-            return
-        client.chat.completions.create(
-            model=cfg.model, messages=[{"role": "user", "content": "ping"}], max_tokens=1, temperature=0
-        )
-    except openai.AuthenticationError:
-        raise _auth_error(cfg) from None
-    except openai.NotFoundError:
-        raise UserError(f"the teacher at {cfg.base_url} has no model {cfg.model!r} (HTTP 404)") from None
-    except openai.APITimeoutError:
-        raise UserError(f"the teacher at {cfg.base_url} did not answer within {timeout_s:g} s") from None
-    except openai.APIConnectionError:
-        raise UserError(f"the teacher at {cfg.base_url} is unreachable (connection failed)") from None
-    except openai.BadRequestError:
-        return  # the server knows the model; it only disliked the 1-token probe
-    except openai.APIStatusError as exc:
-        raise UserError(f"the teacher at {cfg.base_url} answered HTTP {exc.status_code} to a preflight request") from None
-    finally:
-        client.close()
 
 
 # ----------------------------------------------------------------------------- the session
@@ -423,7 +268,7 @@ class TeacherSession:
                     tally.tokens_out += row.completion_tokens
                     return self._from_cached(req, row, False, attempts)
                 if verdict.action == "auth":
-                    self._fatal = _auth_error(cfg)
+                    self._fatal = auth_error(cfg)
                     raise self._fatal
                 if verdict.action == "quota":
                     self._fatal = TeacherQuotaError(

@@ -18,7 +18,10 @@ import pytest
 
 from tasks.core.errors import UserError
 from tasks.generation.parsing import parse_reply
-from tasks.teacher.session import TeacherAuthError, TeacherConfig, TeacherSession, preflight
+from tasks.teacher.config import TeacherConfig
+from tasks.teacher.credentials import TeacherAuthError
+from tasks.teacher.preflight import preflight
+from tasks.teacher.session import TeacherSession
 
 REPO = Path(__file__).resolve().parents[2]
 RETRYABLE = {"http_429", "http_500", "http_504", "connection", "malformed_body", "timeout"}
@@ -314,7 +317,8 @@ def test_progress_callback_sees_every_seed(fake_teacher, tmp_path):
 KILLED_RUN = """
 import asyncio, sys
 import pyarrow as pa
-from tasks.teacher.session import TeacherConfig, TeacherSession
+from tasks.teacher.config import TeacherConfig
+from tasks.teacher.session import TeacherSession
 url, cache, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cfg = TeacherConfig(base_url=url, model="fake-teacher", api_key_env="", concurrency=16,
                     retry_base_s=0.01, retry_max_s=0.05)

@@ -9,10 +9,11 @@ import time
 import pytest
 
 from tasks.core import progress
-from tasks.teacher.session import TeacherConfig, TeacherSession
 from tasks.teacher.cache import CachedReply, RequestCache
+from tasks.teacher.config import TeacherConfig
 from tasks.teacher.limits import BatchedPermits, Budget, InFlightSlots, SlidingWindowLimiter
 from tasks.teacher.retry import backoff_delay, classify_reply, retry_after_seconds
+from tasks.teacher.session import TeacherSession
 from tasks.teacher.tokens import derive_max_tokens
 from tasks.teacher.transport import HttpReply
 

@@ -1,0 +1,79 @@
+"""How to call the teacher: `TeacherConfig` and the price table its budget falls back on.
+
+The config holds the *name* of where the API key is (an environment variable or a Prefect
+Secret block), never the key itself: it travels as flow parameters and into manifests.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import ConfigDict, Field, field_validator
+
+from tasks.core.config import FingerprintedConfig, operational
+
+# USD per million tokens (input, output), as published by OpenAI when this was written.
+# A config's price_per_mtok_in/out, when set, wins; unknown models cost 0 unless priced.
+PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
+    "gpt-3.5-turbo-1106": (1.00, 2.00),
+    "gpt-3.5-turbo-0125": (0.50, 1.50),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+}
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class TeacherConfig(FingerprintedConfig):
+    """How to call the teacher. Holds the *name* of where the key is, never the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = operational(description="the OpenAI-compatible endpoint (where, not what: the model names the teacher)")
+    model: str
+    api_key_env: str = operational("OPENAI_API_KEY", description="environment variable holding the API key ('' for none)")
+    api_key_secret_block: str | None = operational(None, description="Prefect Secret block holding the key (wins over env)")
+    output_format: Literal["sections", "json"] = "sections"
+    json_response_format: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema", description="response_format sent in JSON mode (json_object: llama.cpp; none: not supported)"
+    )
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed_offset: int = Field(976, description="request seed = seed_offset + seed_index (the paper: 976 + index)")
+    context_size: int = 8192
+    max_tokens_cap: int = 2500
+    concurrency: int = operational(256, ge=1, description="requests in flight at once, per process")
+    rpm: int | None = operational(None, ge=1, description="requests per window (provider's RPM)")
+    tpm: int | None = operational(None, ge=1, description="tokens per window: prompt + max_tokens, as providers count")
+    rate_window_s: float = operational(60.0, gt=0, description="the providers' window; only tests shrink it")
+    max_retries: int = operational(8, ge=0)
+    retry_base_s: float = operational(0.5, ge=0, description="first backoff step; doubles per retry")
+    retry_max_s: float = operational(60.0, ge=0, description="longest backoff step (Retry-After is honoured beyond it)")
+    request_timeout_s: float = operational(600.0, gt=0)
+    transport: Literal["aiohttp", "openai"] = operational("aiohttp")
+    price_per_mtok_in: float | None = operational(None, ge=0, description="USD per 1M prompt tokens (default: built-in table)")
+    price_per_mtok_out: float | None = operational(None, ge=0, description="USD per 1M completion tokens")
+    max_cost_usd: float | None = operational(None, gt=0)
+    max_total_tokens: int | None = operational(None, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"teacher base URL must be http(s)://host[:port]/..., got {value!r}")
+        return value.rstrip("/")
+
+    def prices(self) -> tuple[float, float]:
+        table_in, table_out = PRICES_PER_MTOK.get(self.model, (0.0, 0.0))
+        return (
+            table_in if self.price_per_mtok_in is None else self.price_per_mtok_in,
+            table_out if self.price_per_mtok_out is None else self.price_per_mtok_out,
+        )
+
+    def is_loopback(self) -> bool:
+        return (urlparse(self.base_url).hostname or "") in _LOOPBACK_HOSTS
