@@ -30,7 +30,9 @@ from pydantic import BaseModel, model_validator
 from tasks.core.errors import UserError
 from tasks.core.config import FingerprintedConfig, operational
 from tasks.core.schema import SEED_SCHEMA
-from tasks.seeds.corpus import CorpusOptions, Document, canonical_language, hash128, open_corpus
+from tasks.seeds.corpus import open_corpus
+from tasks.seeds.documents import CorpusOptions, Document, hash128
+from tasks.seeds.languages import canonical_language
 from tasks.core.stats import StageStats, timed
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class SeedConfig(FingerprintedConfig):
     max_file_bytes: int = 1_000_000  # larger documents: dropped "too_large"
     max_line_length: int = 500  # a snippet with a longer line: dropped "long_line"
     max_mean_line_length: int = 100  # a document with longer lines on average: "minified_or_generated"
-    languages: Optional[list[str]] = None  # keep only these (canonical names, see tasks/seeds/corpus.py)
+    languages: Optional[list[str]] = None  # keep only these (canonical names, see tasks/seeds/languages.py)
     quotas: Optional[dict[str, int]] = None  # seeds per language; the paper: PAPER_QUOTAS
     content_column: str = "content"
     language_column: str = "lang"

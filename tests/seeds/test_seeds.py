@@ -16,7 +16,7 @@ import pytest
 
 from tasks.core.errors import UserError
 from tasks.core.schema import SEED_SCHEMA
-from tasks.seeds.corpus import canonical_language, language_of_path
+from tasks.seeds.languages import canonical_language, language_of_path
 from tasks.seeds.sampling import SeedConfig, cut_snippet, sample_seeds
 
 REPO = Path(__file__).resolve().parents[2]
