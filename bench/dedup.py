@@ -325,7 +325,7 @@ def run_naive(corpus: Path, args) -> dict:
     import pyarrow.parquet as pq
     from datasketch import MinHash, MinHashLSH
 
-    from tasks.dedup.minhash import normalized_tokens
+    from tasks.dedup.tokens import normalized_tokens
 
     table = read_columns(corpus)
     families = table["family"].to_pylist()

@@ -29,6 +29,8 @@ from itertools import chain, repeat
 import numpy as np
 
 from tasks.dedup import minhash
+from tasks.dedup.shingles import shingle_hashes
+from tasks.dedup.tokens import normalized_tokens
 from tasks.decontamination.benchmarks import CODE, PROBLEM, SOLUTION, TEST, BenchmarkItem, problem_family
 
 SUBSTRING, NGRAM, MINHASH = "substring", "ngram", "minhash"
@@ -384,7 +386,7 @@ class MinhashMatcher:
         return " ".join(bag) if len(set(bag)) >= self.min_words else None
 
     def code_is_substantial(self, text: str) -> bool:
-        return len(minhash.normalized_tokens(text, canonicalize_identifiers=True)) >= self.min_code_tokens
+        return len(normalized_tokens(text, canonicalize_identifiers=True)) >= self.min_code_tokens
 
     def _prose_sigs(self, texts: list[str]) -> np.ndarray:
         return minhash.minhash_signatures(texts, num_perm=self.num_perm, ngram=1, seed=self.seed)
@@ -394,10 +396,10 @@ class MinhashMatcher:
                                           canonicalize_identifiers=True)
 
     def _prose_set(self, text: str) -> np.ndarray:
-        return np.unique(minhash.shingle_hashes(text, 1))
+        return np.unique(shingle_hashes(text, 1))
 
     def _code_set(self, text: str) -> np.ndarray:
-        return np.unique(minhash.shingle_hashes(text, self.code_ngram, canonicalize_identifiers=True))
+        return np.unique(shingle_hashes(text, self.code_ngram, canonicalize_identifiers=True))
 
     def match(self, problems: list[str], solutions: list[str], problem_words=None) -> list[Hit | None]:
         out: list[Hit | None] = [None] * len(problems)

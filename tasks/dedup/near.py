@@ -33,7 +33,9 @@ from tasks.core.errors import UserError
 from tasks.core.config import FingerprintedConfig, operational
 from tasks.core.schema import AUDIT_SCHEMA, CLUSTER_ID, CLUSTER_SIZE
 from tasks.dedup.lsh_index import RedisLSH, band_candidate_pairs, lsh_params
-from tasks.dedup.minhash import SHINGLE_VERSION, estimated_jaccard, shingle_set_chunks, signature_chunks, worker_pool
+from tasks.dedup.minhash import estimated_jaccard, signature_chunks
+from tasks.dedup.shingles import SHINGLE_VERSION, shingle_set_chunks
+from tasks.dedup.workers import worker_pool
 from tasks.core.parquet_io import write_parquet_atomic
 from tasks.core.stats import StageStats
 
@@ -98,7 +100,7 @@ def document_texts(table: pa.Table, fields: Sequence[str]) -> list[str]:
 
 
 def _text_columns(chunk: pa.Table, fields: Sequence[str]) -> pa.Table:
-    """The compared columns as a table (workers join them, see tasks.dedup.minhash._as_texts)."""
+    """The compared columns as a table (workers join them, see tasks.dedup.workers.chunk_texts)."""
     missing = [f for f in fields if f not in chunk.column_names]
     if missing:
         raise UserError(f"near-dedup fields {missing} are not columns of the input (columns: {chunk.column_names})")

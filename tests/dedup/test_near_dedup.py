@@ -279,7 +279,7 @@ def test_bad_redis_url_is_a_user_error():
 
 
 def test_borderline_candidates_are_settled_by_exact_jaccard():
-    from tasks.dedup.minhash import shingle_hashes
+    from tasks.dedup.shingles import shingle_hashes
 
     rng = random.Random(5)
     vocab = [f"w{i}" for i in range(5000)]

@@ -1,4 +1,4 @@
-"""tasks/dedup/minhash.py: normalisation, shingle hashes, and signatures equal to datasketch's own."""
+"""tasks/dedup/minhash.py, shingles.py, tokens.py: normalisation, shingle hashes, and signatures equal to datasketch's own."""
 
 from __future__ import annotations
 
@@ -6,17 +6,9 @@ import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from tasks.dedup.minhash import (
-    SCHEMES,
-    minhash_signatures,
-    normalize_code,
-    normalized_tokens,
-    shingle_hash,
-    shingle_hash32,
-    shingle_hashes,
-    shingles,
-    to_lean_minhash,
-)
+from tasks.dedup.minhash import SCHEMES, minhash_signatures, to_lean_minhash
+from tasks.dedup.shingles import shingle_hash, shingle_hash32, shingle_hashes, shingles
+from tasks.dedup.tokens import normalize_code, normalized_tokens
 
 TEXTS = [
     "def add(a, b):\n    # add two numbers\n    return a + b  # done\n",
@@ -121,33 +113,33 @@ def test_both_tokenizers_equal_the_regex_that_defines_tokens():
     import random
     import re
 
-    from tasks.dedup.minhash import _token_buffer, _tokenize, _word_spans
+    from tasks.dedup.shingles import _token_buffer, _word_spans
+    from tasks.dedup.tokens import tokenize
 
     rng = random.Random(0)
     alphabet = "ab_Z09 .\n\t()[]{};:,'\"#/*-+=é—ü..x"
     for _ in range(2000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))).encode()
         expected = re.findall(rb"\.?[\w\x80-\xff]+", text)
-        assert _tokenize(text) == expected, text
+        assert tokenize(text) == expected, text
         buffer, _ = _token_buffer([text])
         starts, ends = _word_spans(buffer)
         assert [buffer[a:b] for a, b in zip(starts, ends)] == expected, text
 
 
 def test_bulk_token_hashes_and_keyword_check_equal_the_per_token_ones():
-    from tasks.dedup.minhash import (
-        _renameable, _renameable_mask, _span_hashes, _token_buffer, _token_hashes, _tokenize, _word_spans,
-    )
+    from tasks.dedup.shingles import _renameable_mask, _span_hashes, _token_buffer, _token_hashes, _word_spans
+    from tasks.dedup.tokens import renameable, tokenize
 
     text = ("for item in self.items:  x_1 = len(é_name) + 0x1f; return .5 import numpy as np "
             "a_very_long_identifier_of_more_than_three_words = 12345678 + 123456789 + 1234567890123456789").encode()
     buffer, _ = _token_buffer([text])
     starts, ends = _word_spans(buffer)
-    tokens = _tokenize(text)
+    tokens = tokenize(text)
     bulk = _span_hashes(buffer, starts, ends)
     assert bulk.tolist() == _token_hashes(tokens).tolist()
     assert len(set(bulk.tolist())) == len(set(tokens))  # distinct tokens, distinct hashes
-    assert _renameable_mask(buffer, starts, bulk).tolist() == [_renameable(t) for t in tokens]
+    assert _renameable_mask(buffer, starts, bulk).tolist() == [renameable(t) for t in tokens]
     # Tokens that differ only after their 8th or 16th byte hash differently.
     variants = [b"abcdefgh", b"abcdefghi", b"abcdefghj", b"abcdefgh12345678", b"abcdefgh12345679", b"abcdefgh123456789"]
     assert len(set(_token_hashes(variants).tolist())) == len(variants)

@@ -1,0 +1,220 @@
+"""Shingle hashes of many documents at once: token n-grams hashed with array arithmetic.
+
+Shingles are n-grams of the tokens of tasks/dedup/tokens.py. A shingle's 64-bit hash is a
+polynomial combination of its tokens' 64-bit hashes (see `_span_hashes`), finished with the
+MurmurHash3 64-bit mixer, so it can be computed for all positions of a batch with array
+arithmetic, with no Python object per token. `shingle_hash`/`shingle_hash32` compute the
+same value for one shingle (a tuple of tokens): that is the `hashfunc` to give datasketch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor
+
+import numpy as np
+
+from tasks.dedup.tokens import IDENTIFIER_START, KEPT_WORDS, PLACEHOLDER, WORD_BYTES, normalized_tokens, text_segments
+from tasks.dedup.workers import chunk_texts, map_chunks, sendable_chunk
+
+# Bump when tokens, normalisation or shingle hashing change: persisted signatures built
+# with another version cannot be compared with new ones.
+SHINGLE_VERSION = "words-poly64-2"
+
+_MIX_C1 = np.uint64(0xFF51AFD7ED558CCD)
+_MIX_C2 = np.uint64(0xC4CEB9FE1A85EC53)
+_POLY = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial combination
+_S33 = np.uint64(33)
+
+
+def fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser, element-wise (a bijection on uint64)."""
+    h = h ^ (h >> _S33)
+    h = h * _MIX_C1
+    h = h ^ (h >> _S33)
+    h = h * _MIX_C2
+    return h ^ (h >> _S33)
+
+
+# A token's 64-bit hash comes from its bytes read as little-endian 64-bit words: one gather
+# per 8 bytes of token (most tokens fit one word), not a Python object and a hash call per
+# token, nor arithmetic per byte of text. hash = fmix64(polynomial of (length, word 0, word 1,
+# ...)); two different tokens of the same length up to 8 bytes never collide (fmix64 is a
+# bijection).
+_PAD = 8  # zero bytes after a token buffer's text, so every token can read whole words
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+_WORD_FLAGS = bytes(1 if c in WORD_BYTES and c != ord(".") else 0 for c in range(256))
+_STARTS_IDENTIFIER = np.zeros(256, dtype=bool)
+_STARTS_IDENTIFIER[list(IDENTIFIER_START)] = True
+_DOT = ord(".")
+
+
+def _token_buffer(parts: Sequence[bytes]) -> tuple[bytes, np.ndarray]:
+    """(buffer, where each part ends): the parts joined by spaces (so tokens never span
+    two), with a space before and _PAD zero bytes after, the layout `_word_spans` and
+    `_span_hashes` expect."""
+    lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    return b" " + b" ".join(parts) + b" " + bytes(_PAD), np.cumsum(lengths + 1)
+
+
+def _word_spans(buffer: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the tokens of a `_token_buffer`, the same tokens `tokenize` finds."""
+    flags = np.frombuffer(buffer.translate(_WORD_FLAGS), dtype=np.int8)
+    edges = flags[1:] - flags[:-1]  # +1 before a word's first byte, -1 before the byte after it
+    starts, ends = np.flatnonzero(edges == 1) + 1, np.flatnonzero(edges == -1) + 1
+    data = np.frombuffer(buffer, dtype=np.uint8)
+    return starts - (data[starts - 1] == _DOT), ends
+
+
+def _span_hashes(buffer: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """64-bit hashes of the byte spans buffer[starts[i]:ends[i]] of a `_token_buffer`."""
+    words = np.ndarray((len(buffer) - 7,), dtype="<u8", buffer=buffer, strides=(1,))  # a word at every byte
+    lengths = ends - starts
+    with np.errstate(over="ignore"):
+        acc = lengths.astype(np.uint64) * _POLY + (words[starts] & _LOW_BYTES[np.minimum(lengths, 8)])
+        long = np.flatnonzero(lengths > 8)
+        offset = 8
+        while len(long):  # the rare tokens longer than 8 bytes: one more word each round
+            rest = np.minimum(lengths[long] - offset, 8)
+            acc[long] = acc[long] * _POLY + (words[starts[long] + offset] & _LOW_BYTES[rest])
+            offset += 8
+            long = long[lengths[long] > offset]
+        return fmix64(acc)
+
+
+def _token_hashes(tokens: Sequence[bytes]) -> np.ndarray:
+    """Hashes of the given tokens, equal to those `batch_shingle_hashes` computes in bulk."""
+    buffer, ends = _token_buffer(tokens)
+    return _span_hashes(buffer, ends - np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)), ends)
+
+
+def _keep_table(hashes: np.ndarray) -> tuple[np.uint64, np.ndarray]:
+    """A direct-mapped table of the kept words' hashes: slot = (hash >> shift) & 0xFFFF, with
+    a shift under which no two kept words share a slot. One gather per token tells whether
+    it is a kept word (a binary search was 10x slower)."""
+    for shift in range(48):
+        slots = (hashes >> np.uint64(shift)) & np.uint64(0xFFFF)
+        if len(np.unique(slots)) == len(hashes):
+            table = np.zeros(1 << 16, dtype=np.uint64)
+            table[slots] = hashes
+            return np.uint64(shift), table
+    raise AssertionError("no collision-free slot for the kept words")  # not for ~400 words
+
+
+_PLACEHOLDER_HASH = _token_hashes([PLACEHOLDER])[0]
+_KEEP_SHIFT, _KEEP_TABLE = _keep_table(_token_hashes(sorted(KEPT_WORDS)))
+
+
+def _renameable_mask(buffer: bytes, starts: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Vectorised `renameable`: starts like an identifier and is not a kept word (by hash)."""
+    kept = _KEEP_TABLE[(hashes >> _KEEP_SHIFT) & np.uint64(0xFFFF)] == hashes
+    return _STARTS_IDENTIFIER[np.frombuffer(buffer, dtype=np.uint8)[starts]] & ~kept
+
+
+def _ngram_hashes(tok_hashes: np.ndarray, lengths: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of many documents whose token hashes are concatenated.
+
+    Returns (hashes in document order, per-document shingle counts). A document shorter
+    than `ngram` tokens has one shingle: all its tokens.
+    """
+    total = tok_hashes.shape[0]
+    doc_of_token = np.repeat(np.arange(len(lengths)), lengths)
+    span = max(total - ngram + 1, 0)
+    with np.errstate(over="ignore"):
+        # h_i = sum_k t[i+k] * P^(n-1-k): Horner over n shifted views, wrapping mod 2^64.
+        acc = np.zeros(span, dtype=np.uint64)
+        for k in range(ngram):
+            acc = acc * _POLY + tok_hashes[k : k + span]
+        full = fmix64(acc)
+    # A position is a shingle when its first and last token belong to the same document.
+    valid = doc_of_token[:span] == doc_of_token[ngram - 1 : ngram - 1 + span]
+    hashes = full[valid]
+    counts = np.where(lengths >= ngram, lengths - ngram + 1, np.minimum(lengths, 1))
+    short = np.flatnonzero((lengths < ngram) & (lengths > 0))
+    if len(short):  # splice the short documents' single shingles into document order
+        starts = np.cumsum(lengths) - lengths
+        extra = np.array([_short_hash(tok_hashes[starts[d] : starts[d] + lengths[d]]) for d in short], np.uint64)
+        order = np.argsort(np.concatenate((doc_of_token[:span][valid], short)), kind="stable")
+        hashes = np.concatenate((hashes, extra))[order]
+    return hashes, counts
+
+
+def _short_hash(tok_hashes: np.ndarray) -> np.uint64:
+    with np.errstate(over="ignore"):
+        acc = np.zeros(1, dtype=np.uint64)
+        for t in tok_hashes:
+            acc = acc * _POLY + t
+        return fmix64(acc)[0]
+
+
+def shingle_hash(shingle: Sequence[str]) -> int:
+    """The 64-bit hash of one shingle (a tuple of tokens), as `shingle_hashes` computes it."""
+    return int(_short_hash(_token_hashes([t.encode() for t in shingle])))
+
+
+def shingle_hash32(shingle: Sequence[str]) -> int:
+    """32-bit shingle hash: the `hashfunc` for datasketch's 32-bit schemes."""
+    return shingle_hash(shingle) & 0xFFFFFFFF
+
+
+def shingles(text: str, ngram: int = 5, canonicalize_identifiers: bool = False) -> list[tuple[str, ...]]:
+    """The shingles themselves (for tests and for datasketch's own MinHash)."""
+    toks = normalized_tokens(text, canonicalize_identifiers)
+    if not toks:
+        return []
+    if len(toks) < ngram:
+        return [tuple(toks)]
+    return [tuple(toks[i : i + ngram]) for i in range(len(toks) - ngram + 1)]
+
+
+def shingle_hashes(text: str, ngram: int = 5, canonicalize_identifiers: bool = False) -> np.ndarray:
+    """64-bit hashes (uint64) of the token n-grams of the normalised text, in text order
+    (duplicates kept; np.unique gives the set)."""
+    hashes, _ = batch_shingle_hashes([text], ngram, canonicalize_identifiers)
+    return hashes
+
+
+def batch_shingle_hashes(
+    texts: Sequence[str], ngram: int = 5, canonicalize_identifiers: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of many texts at once: (concatenated hashes, per-text counts)."""
+    if ngram < 1:
+        raise ValueError("ngram must be at least 1")
+    segments: list[bytes] = []
+    doc_of_segment: list[int] = []
+    segment_is_code: list[bool] = []
+    for i, text in enumerate(texts):
+        for segment, is_code in text_segments(text, canonicalize_identifiers):
+            segments.append(segment)
+            doc_of_segment.append(i)
+            segment_is_code.append(is_code)
+    buffer, segment_ends = _token_buffer(segments)
+    starts, ends = _word_spans(buffer)
+    tok_hashes = _span_hashes(buffer, starts, ends)
+    # Tokens per segment: where each segment's end falls among the (sorted) token starts.
+    per_segment = np.diff(np.searchsorted(starts, segment_ends), prepend=0)
+    lengths = np.bincount(np.array(doc_of_segment, dtype=np.int64), weights=per_segment, minlength=len(texts))
+    lengths = lengths.astype(np.int64)
+    if canonicalize_identifiers and len(starts):
+        in_code = np.repeat(np.array(segment_is_code, dtype=bool), per_segment)
+        tok_hashes[in_code & _renameable_mask(buffer, starts, tok_hashes)] = _PLACEHOLDER_HASH
+    return _ngram_hashes(tok_hashes, lengths, ngram)
+
+
+def _shingle_set_chunk(args) -> list[np.ndarray]:
+    texts, ngram, canonicalize_identifiers = args
+    texts = chunk_texts(texts)
+    hashes, counts = batch_shingle_hashes(texts, ngram, canonicalize_identifiers)
+    return [np.unique(part) for part in np.split(hashes, np.cumsum(counts)[:-1])]
+
+
+def shingle_set_chunks(
+    chunks: Iterable[Sequence[str]],
+    ngram: int = 5,
+    canonicalize_identifiers: bool = False,
+    workers: int = 1,
+    pool: Executor | None = None,
+) -> Iterator[list[np.ndarray]]:
+    """Per text chunk, the sorted unique shingle hashes of each text (for exact Jaccard)."""
+    args = ((sendable_chunk(c), ngram, canonicalize_identifiers) for c in chunks)
+    return map_chunks(_shingle_set_chunk, args, workers, pool)
