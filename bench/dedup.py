@@ -291,7 +291,7 @@ class TreeRss(threading.Thread):
 def run_step(corpus: Path, args) -> dict:
     import numpy as np
 
-    from tasks.dedup.dataset import FileSource
+    from tasks.core.sources import FileSource
     from tasks.dedup.near import NearDedupConfig, plan_near_dedup
 
     cfg = NearDedupConfig(threshold=args.threshold, num_perm=args.num_perm, ngram=args.ngram, workers=args.workers)
@@ -317,7 +317,7 @@ def run_step(corpus: Path, args) -> dict:
         "workers_cpu_s": round(workers_cpu, 2),
         "rss": rss,
         **score(ids, family, dropped),
-        "extra": plan.stats.extra,
+        "extra": plan.figures,
     }
 
 

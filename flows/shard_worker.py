@@ -16,8 +16,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as current_run
 
-from flows.refresh import generate_shard_task, shard_is_staged, shard_result_cache
 from tasks.generation.shard_job import ShardJob, summary_path
+from tasks.generation.step import cached_shard_task
 from tasks.core.parquet_io import write_json_atomic
 from tasks.teacher.session import TeacherSession
 from tasks.teacher.limits import prefect_rate_limit_permits
@@ -36,9 +36,7 @@ async def generate_shard_flow(job: ShardJob) -> dict:
     limit = job.rate_limit
     permits = prefect_rate_limit_permits(limit.name, limit.batch_size()) if limit is not None else None
     async with TeacherSession(job.teacher, cache_path=job.cache_path, permits=permits) as session:
-        shard_task = generate_shard_task.with_options(
-            refresh_cache=not shard_is_staged(work_dir, job.seeds_path), cache_policy=shard_result_cache(work_dir)
-        )
+        shard_task = cached_shard_task(work_dir, job.seeds_path)
         summary = await shard_task(job.seeds_path, job.seeds_sha256, job.teacher, job.work_dir, session=session)
     summary = {**summary, "worker": worker_name(), "flow_run_id": str(current_run.get_id())}
     write_json_atomic(summary, Path(summary_path(job.work_dir, name)))

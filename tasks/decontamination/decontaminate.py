@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ from tasks.core.config import FingerprintedConfig, operational
 from tasks.core.schema import AUDIT_SCHEMA
 from tasks.decontamination.benchmarks import ALL_BENCHMARKS, BenchmarkFileError, BenchmarkItem, BenchmarkSet, load_benchmarks
 from tasks.decontamination.matchers import MATCHERS, Hit, MinhashMatcher, NgramMatcher, SubstringMatcher, Whitelist, words
-from tasks.core.stats import StageStats, timed
+from tasks.core.stats import StageStats
+from tasks.core.step import StepOutput, run_step
 
 STAGE = "decontaminate"
+MATCH_CHUNK_ROWS = 50_000  # rows matched per step call in a dataset pass: enough to keep the workers busy
 REASON_PREFIX = "contaminated_by_"  # + matcher name: the drop reason in stats and audit
 
 MatcherName = Literal["substring", "ngram", "minhash"]
@@ -165,18 +168,22 @@ def _match_in_worker(payload: bytes) -> dict[str, list[Hit | None]]:
 
 
 class Decontaminator:
-    """Flags rows table by table with one index (and one worker pool), counting as it goes.
+    """The decontamination step (tasks/core/step.py): one index and one worker pool for as
+    many tables as a dataset has.
 
-    `with Decontaminator(cfg) as d: keep, audit = d.flag(table)` for as many tables as a
-    dataset has; `d.stats()` is the stage's StageStats over all of them.
+    `with Decontaminator(cfg) as d: out = run_step(d, table, stats)`, table after table;
+    `d.figures()` says what was checked and what each matcher caught, for `stats.extra`.
     """
+
+    stage = STAGE
 
     def __init__(self, cfg: DecontaminationConfig):
         self.cfg = cfg
-        self._stats = StageStats(STAGE)
-        with timed(self._stats):
-            self.index = build_index(cfg)
+        started = time.perf_counter()
+        self.index = build_index(cfg)
+        self.setup_seconds = time.perf_counter() - started  # loading benchmarks, building the index
         self._pool: ProcessPoolExecutor | None = None
+        self._rows_seen = 0
         self.flagged_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows it flagged
         self.removed_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows it removed
 
@@ -187,6 +194,10 @@ class Decontaminator:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+    def new_stats(self) -> StageStats:
+        """The stage's stats before any row: the index's build time, no counts."""
+        return StageStats(STAGE, seconds=self.setup_seconds)
 
     def _run_matchers(self, table: pa.Table) -> dict[str, list[Hit | None]]:
         n, step = table.num_rows, self.cfg.chunk_rows
@@ -205,43 +216,41 @@ class Decontaminator:
             parts = [f.result() for f in futures]
         return {name: [hit for part in parts for hit in part[name]] for name in self.index.matchers}
 
-    def flag(self, table: pa.Table) -> tuple[list[bool], pa.Table]:
-        """(keep mask, audit rows of the removed ones) for one table."""
-        with timed(self._stats):
-            for column in ("problem", "solution"):
-                if table.num_rows and column not in table.column_names:  # an empty table may have no columns
-                    raise UserError(f"input has no {column!r} column (columns: {', '.join(table.column_names)})")
-            hits = self._run_matchers(table) if table.num_rows else {}
-            ids = (table.column("id").to_pylist() if "id" in table.column_names
-                   else [str(self._stats.rows_in + i) for i in range(table.num_rows)])
-            keep, audit = [], []
-            for row in range(table.num_rows):
-                first = None
-                for name in self.index.matchers:
-                    hit = hits[name][row]
-                    if hit is not None:
-                        self.flagged_by[self.index.items[hit.item].benchmark][name] += 1
-                        first = first or hit
-                keep.append(first is None)
-                if first is None:
-                    continue
-                item = self.index.items[first.item]
-                reason = REASON_PREFIX + first.matcher
-                self.removed_by[item.benchmark][first.matcher] += 1
-                self._stats.drop(reason)
-                audit.append({
-                    "id": ids[row], "stage": STAGE, "reason": reason, "benchmark": item.benchmark,
-                    "benchmark_item": item.item_id, "matcher": first.matcher, "matched_span": first.span,
-                    "problem": _texts(table.slice(row, 1), "problem")[0],
-                    "solution": _texts(table.slice(row, 1), "solution")[0],
-                })
-            self._stats.rows_in += table.num_rows
-            self._stats.rows_out += sum(keep)
-        return keep, pa.Table.from_pylist(audit, schema=AUDIT_SCHEMA)
+    def apply(self, table: pa.Table) -> StepOutput:
+        """Kept rows (every column) and the audit of the removed ones."""
+        for column in ("problem", "solution"):
+            if table.num_rows and column not in table.column_names:  # an empty table may have no columns
+                raise UserError(f"input has no {column!r} column (columns: {', '.join(table.column_names)})")
+        hits = self._run_matchers(table) if table.num_rows else {}
+        ids = (table.column("id").to_pylist() if "id" in table.column_names
+               else [str(self._rows_seen + i) for i in range(table.num_rows)])
+        self._rows_seen += table.num_rows
+        keep, audit = [], []
+        for row in range(table.num_rows):
+            first = None
+            for name in self.index.matchers:
+                hit = hits[name][row]
+                if hit is not None:
+                    self.flagged_by[self.index.items[hit.item].benchmark][name] += 1
+                    first = first or hit
+            keep.append(first is None)
+            if first is None:
+                continue
+            item = self.index.items[first.item]
+            self.removed_by[item.benchmark][first.matcher] += 1
+            audit.append({
+                "id": ids[row], "stage": STAGE, "reason": REASON_PREFIX + first.matcher, "benchmark": item.benchmark,
+                "benchmark_item": item.item_id, "matcher": first.matcher, "matched_span": first.span,
+                "problem": _texts(table.slice(row, 1), "problem")[0],
+                "solution": _texts(table.slice(row, 1), "solution")[0],
+            })
+        kept = table.filter(pa.array(keep, type=pa.bool_())) if table.num_rows else table
+        return StepOutput(kept, pa.Table.from_pylist(audit, schema=AUDIT_SCHEMA))
 
-    def stats(self) -> StageStats:
+    def figures(self) -> dict:
+        """What was checked and what each matcher caught (the stage's `extra`)."""
         matchers = list(self.index.matchers)
-        self._stats.extra = {
+        return {
             "matchers": matchers,
             "removed": {b: dict(c) for b, c in sorted(self.removed_by.items())},
             "flagged": {b: dict(c) for b, c in sorted(self.flagged_by.items())},
@@ -249,7 +258,6 @@ class Decontaminator:
             "whitelisted_strings": {name: m.whitelisted for name, m in self.index.matchers.items()},
             **self.index.benchmarks.summary(),
         }
-        return self._stats
 
 
 # --- the step -----------------------------------------------------------------------------
@@ -259,9 +267,10 @@ def decontaminate(table: pa.Table, cfg: DecontaminationConfig | None = None
                   ) -> tuple[pa.Table, pa.Table, StageStats]:
     """(kept rows with all their columns, audit rows of removed ones, stats)."""
     with Decontaminator(cfg or DecontaminationConfig()) as step:
-        keep, audit = step.flag(table)
-        kept = table.filter(pa.array(keep, type=pa.bool_())) if table.num_rows else table
-        return kept, audit, step.stats()
+        stats = step.new_stats()
+        out = run_step(step, table, stats)
+        stats.extra = step.figures()
+        return out.kept, out.audit, stats
 
 
 def decontamination_report_markdown(stats: StageStats | dict) -> str:

@@ -11,8 +11,11 @@ import hashlib
 import re
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from tasks.core.stats import StageStats
+from tasks.core.step import StepOutput, audit_rows
+
+STAGE = "exact_dedup"
 
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
@@ -28,33 +31,29 @@ def pair_digest(problem: str, solution: str) -> bytes:
 
 
 class ExactDeduper:
-    """Keeps the first occurrence of each (problem, solution); feed it tables in a stable order."""
+    """Keeps the first occurrence of each (problem, solution) across every table it is given:
+    a step (tasks/core/step.py) with memory. Feed it tables in a stable order (seed order),
+    so which copy is "first" does not depend on timing."""
 
+    stage = STAGE
     REASON = "exact_duplicate"
 
     def __init__(self) -> None:
         self.seen: dict[bytes, str] = {}
-        self.stats = StageStats("exact_dedup")
 
-    def filter(self, table: pa.Table) -> tuple[pa.Table, list[dict]]:
-        """Returns the kept rows and one audit record per dropped row."""
-        keep, audit = [], []
+    def apply(self, table: pa.Table) -> StepOutput:
         ids = table.column("id").to_pylist()
-        for i, (row_id, problem, solution) in enumerate(
-            zip(ids, table.column("problem").to_pylist(), table.column("solution").to_pylist())
+        dropped, first_ids = [], []
+        for row_id, problem, solution in zip(
+            ids, table.column("problem").to_pylist(), table.column("solution").to_pylist()
         ):
             digest = pair_digest(problem, solution)
             first = self.seen.get(digest)
             if first is None:
                 self.seen[digest] = row_id
-                keep.append(i)
             else:
-                audit.append(
-                    {"id": row_id, "stage": "exact_dedup", "reason": self.REASON, "duplicate_of": first,
-                     "problem": problem, "solution": solution}
-                )
-        self.stats.rows_in += table.num_rows
-        self.stats.rows_out += len(keep)
-        if audit:
-            self.stats.drop(self.REASON, len(audit))
-        return table.take(pa.array(keep, type=pa.int64())), audit
+                first_ids.append(first)
+            dropped.append(first is not None)
+        mask = pa.array(dropped, type=pa.bool_())
+        kept = table.filter(pc.invert(mask)) if table.num_rows else table
+        return StepOutput(kept, audit_rows(table, mask, self.stage, self.REASON, duplicate_of=first_ids))

@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from pathlib import Path
 
@@ -37,7 +37,9 @@ from tasks.dedup.minhash import estimated_jaccard, signature_chunks
 from tasks.dedup.shingles import SHINGLE_VERSION, shingle_set_chunks
 from tasks.dedup.workers import worker_pool
 from tasks.core.parquet_io import write_parquet_atomic
+from tasks.core.sources import CHUNK_ROWS, joined_texts
 from tasks.core.stats import StageStats
+from tasks.core.step import StepOutput, run_step
 
 STAGE = "near_dedup"
 REASON_DUPLICATE = "near_duplicate"
@@ -93,10 +95,7 @@ def document_texts(table: pa.Table, fields: Sequence[str]) -> list[str]:
     missing = [f for f in fields if f not in table.column_names]
     if missing:
         raise UserError(f"near-dedup fields {missing} are not columns of the input (columns: {table.column_names})")
-    columns = [pc.fill_null(pc.cast(table[f], pa.string()), "").to_pylist() for f in fields]
-    if len(columns) == 1:
-        return columns[0]
-    return ["\n".join(parts) for parts in zip(*columns)]
+    return joined_texts(table, fields)
 
 
 def _text_columns(chunk: pa.Table, fields: Sequence[str]) -> pa.Table:
@@ -188,9 +187,6 @@ def _components(n_nodes: int, edges: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-CHUNK_ROWS = 2000  # rows per signature task: big enough for numpy, small enough to stream
-
-
 class RowSource(Protocol):
     """Rows to dedup, read in chunks: the same rows in the same order on every call; with
     `columns`, only those columns (the ones the source has). A source may also offer
@@ -222,7 +218,8 @@ class DedupPlan:
     """The decision for every row, by position: kept, or a duplicate of which node and why.
 
     Nodes are numbered published rows first (`n_pub` of them), then the source's rows, then
-    rows found in Redis; `outside_ids` names the published and Redis nodes.
+    rows found in Redis; `outside_ids` names the published and Redis nodes. `figures` and
+    `seconds` describe the planning; the counts come from applying it (`step()`).
     """
 
     ids: pa.Array
@@ -231,7 +228,8 @@ class DedupPlan:
     cluster_size: np.ndarray
     n_pub: int
     outside_ids: list[str]
-    stats: StageStats
+    figures: dict = field(default_factory=dict)
+    seconds: float = 0.0
 
     @property
     def kept(self) -> np.ndarray:
@@ -244,8 +242,16 @@ class DedupPlan:
             return self.ids[node - self.n_pub].as_py()
         return self.outside_ids[node - len(self.ids)]
 
-    def apply(self, chunk: pa.Table, offset: int) -> tuple[pa.Table, pa.Table]:
-        """(kept rows with cluster columns, audit rows) of the chunk starting at row `offset`."""
+    def step(self) -> "NearDedupStep":
+        """The plan as a step over the planned rows, fed in order, chunk by chunk."""
+        return NearDedupStep(self)
+
+    def new_stats(self) -> StageStats:
+        """The stage's stats before any row is applied: planning time and figures, no counts."""
+        return StageStats(STAGE, seconds=self.seconds, extra=dict(self.figures))
+
+    def decide_chunk(self, chunk: pa.Table, offset: int) -> StepOutput:
+        """Kept rows (with cluster columns) and audit of the chunk that starts at row `offset`."""
         mask = self.decision[offset : offset + chunk.num_rows] == KEPT
         kept = chunk.filter(pa.array(mask))
         for name in (CLUSTER_ID, CLUSTER_SIZE):
@@ -254,12 +260,12 @@ class DedupPlan:
         kept_idx = offset + np.flatnonzero(mask)
         kept = kept.append_column(CLUSTER_ID, pc.cast(self.ids.take(pa.array(kept_idx, pa.int64())), pa.string()))
         kept = kept.append_column(CLUSTER_SIZE, pa.array(self.cluster_size[kept_idx], pa.int32()))
-        return kept, self._audit(chunk, offset, ~mask)
+        return StepOutput(kept, self._audit(chunk, offset, ~mask))
 
     def _audit(self, chunk: pa.Table, offset: int, dropped: np.ndarray) -> pa.Table:
         local = np.flatnonzero(dropped)
         idx = offset + local
-        columns = {name: pa.nulls(len(idx), field.type) for name, field in zip(AUDIT_SCHEMA.names, AUDIT_SCHEMA)}
+        columns = {f.name: pa.nulls(len(idx), f.type) for f in AUDIT_SCHEMA}
         columns["id"] = pc.cast(self.ids.take(pa.array(idx, pa.int64())), pa.string())
         columns["stage"] = pa.array([STAGE] * len(idx), pa.string())
         columns["reason"] = pa.array([_REASONS[int(self.decision[i])] for i in idx], pa.string())
@@ -270,12 +276,37 @@ class DedupPlan:
         return pa.table(columns, schema=AUDIT_SCHEMA)
 
 
+class NearDedupStep:
+    """Applies a plan to the rows it was made from, in the same order (the step contract)."""
+
+    stage = STAGE
+
+    def __init__(self, plan: DedupPlan):
+        self.plan = plan
+        self.offset = 0
+
+    def apply(self, table: pa.Table) -> StepOutput:
+        if self.offset + table.num_rows > len(self.plan.ids):
+            raise UserError("the input changed while it was being read")
+        out = self.plan.decide_chunk(table, self.offset)
+        self.offset += table.num_rows
+        return out
+
+
+def with_singleton_clusters(table: pa.Table) -> pa.Table:
+    """Without near-dedup every row is its own cluster of one."""
+    return table.append_column(CLUSTER_ID, pc.cast(table["id"], pa.string())).append_column(
+        CLUSTER_SIZE, pa.array(np.ones(table.num_rows, np.int32))
+    )
+
+
 def near_dedup(table: pa.Table, cfg: NearDedupConfig | None = None) -> tuple[pa.Table, pa.Table, StageStats]:
     """Keep one row per near-duplicate cluster. Returns (kept rows with cluster_id and
     cluster_size, audit rows of the dropped ones, stats)."""
     plan = plan_near_dedup(TableSource(table), cfg or NearDedupConfig())
-    kept, audit = plan.apply(table, 0)
-    return kept, audit, plan.stats
+    stats = plan.new_stats()
+    out = run_step(plan.step(), table, stats)
+    return out.kept, out.audit, stats
 
 
 def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
@@ -284,12 +315,37 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
     Reads the source once for signatures and, when some candidates are borderline, once
     more for the text of just those rows (the exact Jaccard check).
     """
+    signatures = compute_signatures(source, cfg)
+    return decide_clusters(signatures, candidate_edges(signatures, source, cfg), cfg)
+
+
+# --- phase 1: signatures ------------------------------------------------------------------
+@dataclass
+class Signatures:
+    """One MinHash signature per source row, with the row's id and keep preference."""
+
+    ids: pa.Array
+    sigs: np.ndarray  # (rows, num_perm) uint32
+    seed_index: np.ndarray | None  # when every row has one: the first kept in a cluster is the earliest seed
+    seconds: float
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def empty(self) -> np.ndarray:
+        """Rows with no tokens: never a near-duplicate."""
+        return _empty_rows(self.sigs)
+
+
+def compute_signatures(source: RowSource, cfg: NearDedupConfig) -> Signatures:
+    """Read the source once and sign every row (in worker processes when there are many)."""
     started = time.perf_counter()
     id_chunks: list[pa.Array] = []
     seed_index: list[np.ndarray] = []
     has_seed_index: list[bool] = []
 
-    def text_chunks() -> Iterator[list[str]]:
+    def text_chunks() -> Iterator[pa.Table]:
         for chunk in source.chunks(columns=("id", "seed_index", *cfg.fields)):
             if "id" not in chunk.column_names:
                 raise UserError("near-dedup needs an 'id' column to name the row a duplicate points at")
@@ -304,7 +360,6 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
     # Worker processes for the signatures (none for a table that fits one chunk); they exit
     # before the index is built, so their memory and the index's never add up.
     with worker_pool(cfg.workers if n_rows is None or n_rows > CHUNK_ROWS else 1) as pool:
-        t0 = time.perf_counter()
         sigs = _collect(
             signature_chunks(
                 text_chunks(), cfg.num_perm, cfg.ngram, cfg.seed, cfg.canonicalize_identifiers, workers=cfg.workers, pool=pool
@@ -312,16 +367,30 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
             n_rows,
             cfg.num_perm,
         )
-        signature_seconds = time.perf_counter() - t0
     ids = pa.concat_arrays(id_chunks) if id_chunks else pa.array([], pa.string())
-    del id_chunks
-    n = len(ids)
-    stats = StageStats(STAGE, rows_in=n)
-    empty = _empty_rows(sigs)  # no tokens: never a near-duplicate
     by_seed = bool(has_seed_index) and all(has_seed_index)
-    rank = representative_rank(ids, np.concatenate(seed_index) if by_seed else None)
-    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
+    return Signatures(ids, sigs, np.concatenate(seed_index) if by_seed else None, time.perf_counter() - started)
 
+
+# --- phase 2: candidate pairs, checked into duplicate edges -------------------------------
+@dataclass
+class CandidateEdges:
+    """Duplicate edges between nodes: published rows (0..n_pub-1), then the source's rows."""
+
+    edges: np.ndarray  # (k, 2) int64 node pairs at or above the threshold
+    n_pub: int
+    pub_ids: list[str]
+    candidates: int
+    exact_checked: int
+    lsh_seconds: float
+    verify_seconds: float
+
+
+def candidate_edges(signatures: Signatures, source: RowSource, cfg: NearDedupConfig) -> CandidateEdges:
+    """LSH candidates among the source's rows and earlier versions' published rows, kept
+    when their (estimated, or for borderline pairs exact) Jaccard reaches the threshold."""
+    ids, sigs = signatures.ids, signatures.sigs
+    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
     # Published signatures (earlier versions) come first in the node numbering: nodes
     # 0..P-1 are published rows, P..P+n-1 this source's rows, then rows found in Redis.
     pub_ids, pub_sigs = ([], None) if not cfg.index_dir else load_signatures(
@@ -329,7 +398,7 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
     )
     n_pub = len(pub_ids)
     all_sigs = sigs if n_pub == 0 else np.concatenate([pub_sigs, sigs])
-    active = np.concatenate([np.ones(n_pub, bool), ~empty])
+    active = np.concatenate([np.ones(n_pub, bool), ~signatures.empty])
 
     t0 = time.perf_counter()
     pairs = band_candidate_pairs(all_sigs, bands, rows, active)
@@ -349,8 +418,19 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
             similarity[unsure] = _exact_jaccard(pairs[unsure] - n_pub, source, cfg)
             exact_checked = int(unsure.sum())
     edges = pairs[similarity >= cfg.threshold]
-    verify_seconds = time.perf_counter() - t0
-    del all_sigs
+    return CandidateEdges(edges, n_pub, pub_ids, len(pairs), exact_checked, lsh_seconds, time.perf_counter() - t0)
+
+
+# --- phase 3: clusters and the decision per row --------------------------------------------
+def decide_clusters(signatures: Signatures, found: CandidateEdges, cfg: NearDedupConfig) -> DedupPlan:
+    """Cluster the duplicate edges (with a shared Redis index's, when there is one), keep one
+    row per cluster, and persist the kept rows' signatures for later versions."""
+    started = time.perf_counter()
+    ids, sigs, n_pub = signatures.ids, signatures.sigs, found.n_pub
+    n = len(ids)
+    empty = signatures.empty
+    rank = representative_rank(ids, signatures.seed_index)
+    edges, lsh_seconds = found.edges, found.lsh_seconds
 
     # A shared Redis index is queried, decided against and added to under its lock: two
     # workers holding copies of each other must not both find the other's missing and keep
@@ -379,15 +459,10 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
             redis_index.insert_many(kept_ids, sigs[kept_idx])
     if cfg.index_dir:
         persist_signatures(kept_ids, sigs[kept_idx], cfg.index_dir, cfg.version, cfg)
-    candidates = len(pairs) + redis_candidates
 
-    stats.rows_out = len(kept_idx)
-    for code, reason in _REASONS.items():
-        count = int((decision == code).sum())
-        if count:
-            stats.drop(reason, count)
+    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
     sizes = cluster_size[kept_idx]
-    stats.extra = {
+    figures = {
         "threshold": cfg.threshold,
         "num_perm": cfg.num_perm,
         "bands": bands,
@@ -395,17 +470,17 @@ def plan_near_dedup(source: RowSource, cfg: NearDedupConfig) -> DedupPlan:
         "ngram": cfg.ngram,
         "clusters_with_duplicates": int((sizes > 1).sum()),
         "largest_cluster": int(sizes.max()) if len(sizes) else 0,
-        "candidate_pairs": int(candidates),
-        "exact_jaccard_checks": exact_checked,
+        "candidate_pairs": int(found.candidates + redis_candidates),
+        "exact_jaccard_checks": found.exact_checked,
         "duplicate_edges": int(len(edges)),
         "empty_documents": int(empty.sum()),
         "published_signatures": n_pub + len(redis_ids),
-        "signature_seconds": round(signature_seconds, 3),
+        "signature_seconds": round(signatures.seconds, 3),
         "lsh_seconds": round(lsh_seconds, 3),
-        "verify_seconds": round(verify_seconds, 3),
+        "verify_seconds": round(found.verify_seconds, 3),
     }
-    stats.seconds = time.perf_counter() - started
-    return DedupPlan(ids, decision, duplicate_of, cluster_size, n_pub, pub_ids + redis_ids, stats)
+    seconds = signatures.seconds + found.lsh_seconds + found.verify_seconds + time.perf_counter() - started
+    return DedupPlan(ids, decision, duplicate_of, cluster_size, n_pub, found.pub_ids + redis_ids, figures, seconds)
 
 
 def _choose_representatives(labels: np.ndarray, n_pub: int, n: int, rank: np.ndarray):

@@ -85,3 +85,14 @@ async def generate_shard(seeds_path: Path, session, teacher_cfg, pairs_path: Pat
         "teacher": teacher_stats.as_dict(),
         "parse": parse_stats.as_dict(),
     }
+
+
+def merge_summaries(summaries: list[dict]) -> tuple[StageStats, StageStats, pa.Table]:
+    """The generation stage over all shards: teacher stats, parse stats, and the failures
+    audit (shard order)."""
+    teacher, parse = StageStats("teacher"), StageStats("parse")
+    for s in summaries:
+        teacher.merge(StageStats.from_dict("teacher", s["teacher"]))
+        parse.merge(StageStats.from_dict("parse", s["parse"]))
+    failures = [pq.read_table(s["failures_path"]) for s in summaries]
+    return teacher, parse, pa.concat_tables(failures) if failures else AUDIT_SCHEMA.empty_table()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,13 +21,20 @@ def publish_dataset(
     out_dir: str | os.PathLike,
     tables: Iterable[pa.Table],
     shard_size: int,
-    manifest: dict,
-    audits: dict[str, pa.Table] | None = None,
+    manifest: dict | Callable[[], dict],
+    audits: dict[str, pa.Table] | Callable[[], dict[str, pa.Table]] | None = None,
     schema: pa.Schema | None = None,
 ) -> dict:
-    """Write shards, audit files and the manifest (last, so its presence means complete)."""
+    """Write shards, audit files and the manifest (last, so its presence means complete).
+
+    `manifest` and `audits` may be functions, called once the shards are written: a step
+    that runs while its kept rows stream into the shards knows its counts and its audit
+    only when the last row has gone through.
+    """
     out_dir = Path(out_dir)
     files = write_shards(tables, out_dir / "data", shard_size, schema=schema)
+    audits = audits() if callable(audits) else audits
+    manifest = manifest() if callable(manifest) else manifest
     audit_files = []
     for stage, table in (audits or {}).items():
         path = write_parquet_atomic(table, out_dir / "audit" / f"{stage}.parquet")

@@ -18,7 +18,6 @@ seed drawn again by a later run, from whatever file or index, is never sent agai
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -26,50 +25,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tasks.core.parquet_io import write_json_atomic, write_parquet_atomic
+from tasks.seeds.exclusion import DIGEST_SCHEMA, seed_digests
 
 VERSIONS_DIR = "versions"
 LATEST_LINK = "latest"
 VERSION_FILE = "version.json"
 SEED_DIGESTS_FILE = "seed_digests.parquet"
-DIGEST_SCHEMA = pa.schema([pa.field("seed_digest", pa.binary(16), nullable=False)])
-
-
-def seed_digest(lang: str, seed: str) -> bytes:
-    return hashlib.blake2b(f"{lang}\x00{seed}".encode("utf-8"), digest_size=16).digest()
-
-
-def seed_digests(table: pa.Table) -> pa.Array:
-    """The digest of every seed row of a SEED_SCHEMA table, as a binary(16) array."""
-    digests = [seed_digest(lang, seed) for lang, seed in zip(table["lang"].to_pylist(), table["seed"].to_pylist())]
-    return pa.array(digests, type=pa.binary(16))
-
-
-def load_digests(paths: Iterable[str | os.PathLike]) -> pa.Array:
-    """The union of digest files (Arrow hashes them once when used as an `is_in` value set)."""
-    parts = [pq.read_table(p, schema=DIGEST_SCHEMA)["seed_digest"].combine_chunks() for p in paths]
-    return pa.concat_arrays(parts) if parts else pa.array([], type=pa.binary(16))
-
-
-class SeedExcluder:
-    """Drops seeds already consumed by earlier versions, counting them."""
-
-    REASON = "generated_in_earlier_version"
-
-    def __init__(self, digest_files: Iterable[str | os.PathLike]):
-        self.known = load_digests(digest_files)
-        self.excluded = 0
-
-    def filter(self, table: pa.Table) -> pa.Table:
-        if len(self.known) == 0 or table.num_rows == 0:
-            return table
-        seen = pc.is_in(seed_digests(table), value_set=self.known)
-        kept = table.filter(pc.invert(seen))
-        self.excluded += table.num_rows - kept.num_rows
-        return kept
 
 
 class VersionStore:

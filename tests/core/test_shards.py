@@ -6,6 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.schema import DATASET_SCHEMA, SEED_SCHEMA
+from tasks.core.stats import StageStats
+from tasks.core.step import run_step
 from tasks.dedup.exact import ExactDeduper
 from tasks.publish.publish import publish_dataset
 from tasks.core.parquet_io import InputError, file_sha256, input_files, read_table, rebatch, write_parquet_atomic, write_shards
@@ -118,8 +120,10 @@ def test_parquet_input_is_streamed_in_batches_and_an_empty_file_keeps_its_schema
 def test_exact_dedup_keeps_first_and_normalises_whitespace():
     rows = dataset_rows(3)
     rows[2]["problem"], rows[2]["solution"] = rows[0]["problem"] + "  \n", "\n" + rows[0]["solution"]
-    deduper = ExactDeduper()
-    kept, audit = deduper.filter(pa.Table.from_pylist(rows, schema=DATASET_SCHEMA))
+    deduper, stats = ExactDeduper(), StageStats("exact_dedup")
+    out = run_step(deduper, pa.Table.from_pylist(rows, schema=DATASET_SCHEMA), stats)
+    kept, audit = out.kept, out.audit
     assert kept.column("id").to_pylist() == ["id0", "id1"]
-    assert audit[0]["id"] == "id2" and audit[0]["duplicate_of"] == "id0"
-    assert deduper.stats.as_dict()["dropped"] == {"exact_duplicate": 1}
+    record = audit.to_pylist()[0]
+    assert record["id"] == "id2" and record["duplicate_of"] == "id0" and record["stage"] == "exact_dedup"
+    assert stats.as_dict()["dropped"] == {"exact_duplicate": 1}

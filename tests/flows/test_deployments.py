@@ -18,7 +18,10 @@ import yaml
 
 from tasks.core.schema import DATASET_SCHEMA, SEED_SCHEMA
 from tasks.core.parquet_io import rebatch
-from tasks.publish.versions import SeedExcluder, VersionStore, seed_digests
+from tasks.core.stats import StageStats
+from tasks.core.step import run_step
+from tasks.publish.versions import VersionStore
+from tasks.seeds.exclusion import SeedExcluder, seed_digests
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = REPO / "deployments"
@@ -43,13 +46,14 @@ def test_seed_exclusion_drops_known_seeds_and_rebatches_in_order(tmp_path):
     excluder = SeedExcluder(store.digest_files())
     batches = [seeds_table(["a = 1", "d = 4", "e = 5"]), seeds_table(["b = 2", "f = 6"], start=3),
                seeds_table(["g = 7", "c = 3", "h = 8"], start=5)]
-    out = list(rebatch((excluder.filter(b) for b in batches), 2))
+    stats = StageStats("seeds")
+    out = list(rebatch((run_step(excluder, b, stats).kept for b in batches), 2))
     assert [t.num_rows for t in out] == [2, 2, 1]
     assert [s for t in out for s in t["seed"].to_pylist()] == ["d = 4", "e = 5", "f = 6", "g = 7", "h = 8"]
     assert [i for t in out for i in t["seed_index"].to_pylist()] == [1, 2, 4, 5, 7]  # request seeds unchanged
-    assert excluder.excluded == 3
+    assert stats.dropped == {SeedExcluder.REASON: 3} and (stats.rows_in, stats.rows_out) == (8, 5)
     # The same text in another language is another seed.
-    assert SeedExcluder(store.digest_files()).filter(seeds_table(["a = 1"], lang="ruby")).num_rows == 1
+    assert SeedExcluder(store.digest_files()).apply(seeds_table(["a = 1"], lang="ruby")).kept.num_rows == 1
     assert len(set(seed_digests(first).to_pylist())) == 3
 
 

@@ -67,6 +67,26 @@ def check_dataset(out: Path, shard_size: int) -> dict:
     return manifest
 
 
+async def task_runs_of(flow_run_id: str, expected: set[str], timeout: float = 90) -> dict[str, list[str]]:
+    """Task-run states by task name for one flow run; the server records task runs a little
+    after they end, so wait until every expected name is there (or the timeout)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with get_client() as client:
+        while True:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
+            by_name: dict[str, list[str]] = {}
+            for run in runs:
+                by_name.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.type.value if run.state else "")
+            if expected <= set(by_name) or asyncio.get_running_loop().time() > deadline:
+                return by_name
+            await asyncio.sleep(1)
+
+
 def assert_secret_absent(root: Path) -> None:
     for path in root.rglob("*"):
         if path.is_file():
@@ -115,6 +135,14 @@ def test_refresh_end_to_end(prefect_server, teacher, tmp_path, shared_benchmarks
     runs, arts = asyncio.run(read_back())
     assert runs
     assert {a.key for a in arts} == {"refresh-summary", "refresh-shards"}
+
+    # Every stage is its own task run in the UI, named as a user knows it, Completed.
+    stage_names = {"sample-seeds", "generate-shard", "exact-dedup", "near-dedup-signatures", "near-dedup-clusters",
+                   "decontaminate", "publish", "report"}
+    task_runs = asyncio.run(task_runs_of(manifest["prefect_flow_run_id"], stage_names))
+    assert stage_names <= set(task_runs), sorted(task_runs)
+    assert all(state == "COMPLETED" for states in task_runs.values() for state in states), task_runs
+    assert len(task_runs["generate-shard"]) == len(list((out / ".work" / "seeds").glob("shard-*.parquet")))
 
     # A second run with the same config sends no request and writes the same rows.
     before = server.counters.requests

@@ -1,0 +1,190 @@
+"""The generation stage as Prefect task runs: one `generate-shard` task run per seed shard.
+
+A task run is a shard of seeds (hundreds to thousands of teacher requests, fanned out with
+asyncio inside it), never one request. Shards run in this process over one teacher
+session, or each as a flow run of the shard deployment (flows/shard_worker.py) on any
+worker of its pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.cache_policies import INPUTS
+
+from tasks.core import progress
+from tasks.core.errors import UserError
+from tasks.core.parquet_io import file_sha256
+from tasks.generation.shard import generate_shard
+from tasks.generation.shard_job import GlobalRateLimit, ShardJob, summary_path
+from tasks.teacher.limits import prefect_rate_limit_permits
+from tasks.teacher.session import TeacherConfig, TeacherSession
+
+# Bump when a change to generation would make cached shard results wrong.
+GENERATION_CACHE_VERSION = "1"
+
+# The session (client, limiter, reply cache) is not an input: the seeds and the config are.
+SHARD_CACHE_POLICY = INPUTS - "session"
+
+PROGRESS_KEY = "refresh-progress"  # stable, so the UI shows one evolving history
+
+
+@task(
+    name="generate-shard",
+    cache_policy=SHARD_CACHE_POLICY,
+    persist_result=True,
+    version=GENERATION_CACHE_VERSION,
+)
+async def generate_shard_task(
+    seeds_path: str, seeds_sha256: str, teacher_cfg: TeacherConfig, work_dir: str, session=None
+) -> dict:
+    """One shard of teacher calls. Cached on its inputs (the seed file's checksum and the
+    teacher config), so a rerun of a finished shard costs nothing; unfinished shards are
+    resumed request by request from the teacher session's reply cache."""
+    logger = get_run_logger()
+    name = Path(seeds_path).stem
+    summary = await generate_shard(
+        Path(seeds_path),
+        session,
+        teacher_cfg,
+        pairs_path=Path(work_dir) / "pairs" / f"{name}.parquet",
+        failures_path=Path(work_dir) / "failures" / f"{name}.parquet",
+    )
+    t = summary["teacher"]
+    logger.info(
+        "%s: %d seeds -> %d pairs; teacher failures %s; parse failures %s",
+        name, summary["seeds"], summary["pairs"], t["dropped"], summary["parse"]["dropped"],
+    )
+    return summary
+
+
+def shard_result_cache(work_dir: Path):
+    # Shard cache records live beside the data they describe, so deleting the output resets them too.
+    return SHARD_CACHE_POLICY.configure(key_storage=str((work_dir / "results").resolve()))
+
+
+def shard_is_staged(work_dir: Path, seeds_path: str) -> bool:
+    name = Path(seeds_path).stem
+    return all((work_dir / sub / f"{name}.parquet").exists() for sub in ("pairs", "failures"))
+
+
+def cached_shard_task(work_dir: Path, seeds_path: str):
+    """The shard task with its result cache beside the data; a cached result is only good
+    while the files it describes are still there."""
+    return generate_shard_task.with_options(
+        refresh_cache=not shard_is_staged(work_dir, seeds_path), cache_policy=shard_result_cache(work_dir)
+    )
+
+
+async def ensure_rate_limit(limit: GlobalRateLimit) -> None:
+    """Create (or resize) the global rate limit: `limit` slots that free up at limit/60 per second."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        await client.upsert_global_concurrency_limit_by_name(
+            limit.name, limit.requests_per_minute, slot_decay_per_second=limit.requests_per_minute / 60.0
+        )
+
+
+async def generate_all(
+    seed_paths: list[str],
+    teacher: TeacherConfig,
+    work_dir: Path,
+    cache_path: Path,
+    parallel: int,
+    rate_limit: GlobalRateLimit | None = None,
+    shard_deployment: str | None = None,
+    expected_replies: int | None = None,
+) -> list[dict]:
+    """Every shard through the teacher, `parallel` shards in flight; summaries in seed order."""
+    progress_id = await acreate_progress_artifact(0.0, key=PROGRESS_KEY, description="Generation shards finished")
+    done = 0
+    gate = asyncio.Semaphore(parallel)
+    if rate_limit is not None:
+        await ensure_rate_limit(rate_limit)
+
+    async def finished() -> None:
+        nonlocal done
+        done += 1
+        progress.report("shards", 1, total=len(seed_paths))
+        await aupdate_progress_artifact(progress_id, 100.0 * done / max(1, len(seed_paths)))
+
+    if shard_deployment:
+        return await _generate_on_workers(
+            seed_paths, teacher, work_dir, cache_path, rate_limit, shard_deployment, gate, finished
+        )
+
+    permits = prefect_rate_limit_permits(rate_limit.name, rate_limit.batch_size()) if rate_limit is not None else None
+    async with TeacherSession(teacher, cache_path=cache_path, permits=permits) as session:
+        session.expected_replies = expected_replies  # the CLI bar's total
+
+        async def one(path: str) -> dict:
+            async with gate:
+                summary = await cached_shard_task(work_dir, path)(
+                    path, file_sha256(path), teacher, str(work_dir), session=session
+                )
+            await finished()
+            return summary
+
+        return list(await asyncio.gather(*(one(p) for p in seed_paths)))
+
+
+async def _check_deployment(name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            await client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            raise UserError(
+                f"shard deployment {name!r} does not exist on this Prefect server: run `prefect deploy --all`"
+            ) from None
+
+
+async def _generate_on_workers(seed_paths, teacher, work_dir: Path, cache_path: Path, rate_limit, deployment: str,
+                               gate, finished):
+    """Each shard as a flow run of the shard deployment, picked up by any worker of its pool.
+
+    The workers share the filesystem (seed files, staged pairs, the reply cache) and the
+    teacher budget (the global rate limit). A shard's summary comes back as a JSON file,
+    so the parent needs no access to the children's result storage. The idempotency key
+    makes a retried parent reuse the shard runs it already created instead of running
+    a shard twice."""
+    from prefect.deployments import run_deployment
+    from prefect.runtime import flow_run as current_run
+
+    parent = current_run.get_id() or "local"
+    await _check_deployment(deployment)
+
+    async def one(path: str) -> dict:
+        name = Path(path).stem
+        job = ShardJob(
+            seeds_path=str(Path(path).resolve()),
+            seeds_sha256=file_sha256(path),
+            teacher=teacher,
+            work_dir=str(work_dir.resolve()),
+            cache_path=str(cache_path.resolve()),
+            rate_limit=rate_limit,
+        )
+        async with gate:
+            run = await run_deployment(
+                deployment,
+                parameters={"job": job.model_dump(mode="json")},
+                flow_run_name=f"{name}",
+                idempotency_key=f"{parent}:{name}:{job.seeds_sha256[:16]}",
+                timeout=None,
+                poll_interval=1,
+            )
+        if run.state is None or not run.state.is_completed():
+            state = run.state.name if run.state else "unknown"
+            raise RuntimeError(f"shard {name} ended {state} (flow run {run.id})")
+        summary = json.loads(Path(summary_path(job.work_dir, name)).read_text())
+        await finished()
+        return summary
+
+    return list(await asyncio.gather(*(one(p) for p in seed_paths)))
