@@ -147,6 +147,40 @@ def make_pair(snippet: str, seed: int, reply_chars: int = 0) -> tuple[str, str]:
     return problem, solution
 
 
+@dataclass(frozen=True)
+class _Arrival:
+    """A chat request as counted on arrival."""
+
+    key: str  # sha256 of the canonical body: the same request retried has the same key
+    attempt: int  # how many times this key was received before
+    prompt_tokens: int
+    max_tokens: int
+
+
+def _completion(seen: _Arrival, model: str, content: str, finish_reason: str, completion_tokens: int) -> dict:
+    """An OpenAI chat.completion object, as the providers send it."""
+    return {
+        "id": f"chatcmpl-{seen.key[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fp_ossforge_fake",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": seen.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": seen.prompt_tokens + completion_tokens,
+        },
+    }
+
+
 class FakeTeacher:
     def __init__(self, options: FakeTeacherOptions | None = None, **overrides) -> None:
         self.options = options or FakeTeacherOptions()
@@ -277,7 +311,7 @@ class FakeTeacher:
             c.in_flight -= 1
 
     async def _answer(self, request: web.Request, raw: bytes, arrived: float) -> web.StreamResponse:
-        opts = self.options
+        """One chat request: record it, refuse what a real server refuses, draw a fault, reply."""
         c = self.counters
         try:
             body = orjson.loads(raw)
@@ -288,6 +322,29 @@ class FakeTeacher:
             c.arrival_tokens.append(0)
             c.by_outcome["400_bad_request"] += 1
             return _error(400, "could not parse the request body", "invalid_body")
+        seen = self._record_arrival(body, messages, arrived)
+        refused = self._refusal(request, model, seen)
+        if refused is not None:
+            return refused
+        fault = self._draw_fault(seen.key, seen.attempt)
+        faulted = await self._transient_fault(request, fault)
+        if faulted is not None:
+            return faulted
+        content, finish_reason = self._reply_content(body, messages, seen.key)
+        completion_tokens = max(1, len(content) // 4)
+        payload = orjson.dumps(_completion(seen, model, content, finish_reason, completion_tokens))
+        if fault == "truncated":
+            c.by_outcome["truncated"] += 1
+            return web.Response(status=200, body=payload[: len(payload) // 2], content_type="application/json")
+        c.by_outcome["200"] += 1
+        c.completed.add(seen.key)
+        c.prompt_tokens += seen.prompt_tokens
+        c.completion_tokens += completion_tokens
+        return web.Response(status=200, body=payload, content_type="application/json")
+
+    def _record_arrival(self, body: dict, messages: list[dict], arrived: float) -> _Arrival:
+        """Count the request: its key, how often it was seen (and answered) before, its tokens."""
+        c = self.counters
         key = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
         attempt = c.seen[key]
         c.seen[key] = attempt + 1
@@ -300,7 +357,12 @@ class FakeTeacher:
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
         c.arrivals.append(arrived)
         c.arrival_tokens.append(prompt_tokens + max_tokens)
+        return _Arrival(key, attempt, prompt_tokens, max_tokens)
 
+    def _refusal(self, request: web.Request, model: str, seen: _Arrival) -> web.Response | None:
+        """What a real server refuses on every attempt: a wrong key, an unknown model, too many tokens."""
+        opts = self.options
+        c = self.counters
         denied = self._check_key(request)
         if denied is not None:
             c.by_outcome["401"] += 1
@@ -308,17 +370,23 @@ class FakeTeacher:
         if opts.models is not None and model not in opts.models:
             c.by_outcome["404"] += 1
             return _error(404, f"The model `{model}` does not exist.", "model_not_found")
-        if opts.context_size is not None and prompt_tokens + max_tokens > opts.context_size:
+        requested = seen.prompt_tokens + seen.max_tokens
+        if opts.context_size is not None and requested > opts.context_size:
             c.by_outcome["400_context_length"] += 1
             return _error(
                 400,
                 f"This model's maximum context length is {opts.context_size} tokens. However, you requested "
-                f"{prompt_tokens + max_tokens} tokens. Please reduce the length of the messages or completion.",
+                f"{requested} tokens. Please reduce the length of the messages or completion.",
                 "context_length_exceeded",
             )
+        return None
 
-        fault = self._draw_fault(key, attempt)
-        if fault == "504":
+    async def _transient_fault(self, request: web.Request, fault: str | None) -> web.Response | None:
+        """Wait the configured latency, then answer the drawn fault (a truncated body comes later,
+        as a cut reply); None when the request is to be answered."""
+        opts = self.options
+        c = self.counters
+        if fault == "504":  # a gateway gives up after its own delay, not the model's latency
             await asyncio.sleep(opts.gateway_delay_s)
             c.by_outcome["504"] += 1
             return web.Response(status=504, text="upstream timed out", content_type="text/plain")
@@ -336,49 +404,20 @@ class FakeTeacher:
             c.by_outcome["reset"] += 1
             self._reset_connection(request)
             raise asyncio.CancelledError  # nothing more is written on a reset connection
+        return None
 
+    def _reply_content(self, body: dict, messages: list[dict], key: str) -> tuple[str, str]:
+        """(content, finish_reason): the pair for the request's snippet and seed, in the format
+        asked for; cut in half with "length" for the requests drawn to run out of tokens."""
         user_text = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
-        seed = int(body.get("seed") or 0)
-        problem, solution = make_pair(_snippet_of(user_text), seed, opts.reply_chars)
-        json_mode = body.get("response_format") is not None or '"problem"' in user_text
-        if json_mode:
+        problem, solution = make_pair(_snippet_of(user_text), int(body.get("seed") or 0), self.options.reply_chars)
+        if body.get("response_format") is not None or '"problem"' in user_text:
             content = orjson.dumps({"problem": problem, "solution": solution}).decode()
         else:
             content = f"[Problem Description]\n{problem}\n\n[Solution]\n{solution}"
-        finish_reason = "stop"
-        if _unit(opts.fault_salt, key, "length") < opts.rate_length:
-            content = content[: max(1, len(content) // 2)]
-            finish_reason = "length"
-        completion_tokens = max(1, len(content) // 4)
-        reply = {
-            "id": f"chatcmpl-{key[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": "fp_ossforge_fake",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": finish_reason,
-                    "logprobs": None,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-        payload = orjson.dumps(reply)
-        if fault == "truncated":
-            c.by_outcome["truncated"] += 1
-            return web.Response(status=200, body=payload[: len(payload) // 2], content_type="application/json")
-        c.by_outcome["200"] += 1
-        c.completed.add(key)
-        c.prompt_tokens += prompt_tokens
-        c.completion_tokens += completion_tokens
-        return web.Response(status=200, body=payload, content_type="application/json")
+        if _unit(self.options.fault_salt, key, "length") < self.options.rate_length:
+            return content[: max(1, len(content) // 2)], "length"
+        return content, "stop"
 
     def _draw_fault(self, key: str, attempt: int) -> str | None:
         opts = self.options

@@ -33,7 +33,7 @@ def test_find_gguf_without_importing_the_package():
 
 @needs_llama
 def test_refresh_through_the_local_teacher(prefect_server, tmp_path):
-    from tests.conftest import free_port
+    from conftest import free_port
 
     port = free_port()
     proc = local_teacher.start(port=port, log_path=tmp_path / "teacher.log")
