@@ -19,6 +19,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Click's plain help layout, not rich's panels: rich's option table shrinks the option
+    # column to make room for help text, and at 80 columns it cut our own option names
+    # (`--teacher-base-u…`). Click wraps the help text and never cuts a name.
+    rich_markup_mode=None,
 )
 
 

@@ -13,6 +13,7 @@ from ossforge.config_files import config_from_options
 def register(app: typer.Typer) -> None:
     app.command(
         "decontaminate",
+        short_help="Remove rows that contain benchmark problems.",
         help="Remove rows that contain benchmark problems (HumanEval, MBPP, GSM8K, ...) from a Parquet file, "
         "a directory of shards, or JSONL; write OUT/data/*.parquet, OUT/manifest.json and "
         "OUT/audit/decontaminate.parquet.",

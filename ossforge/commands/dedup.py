@@ -13,6 +13,7 @@ from ossforge.config_files import config_from_options
 def register(app: typer.Typer) -> None:
     app.command(
         "dedup",
+        short_help="Remove near-duplicate rows from Parquet or JSONL.",
         help="Remove near-duplicates from a Parquet file, a directory of shards, or JSONL; "
         "write OUT/data/*.parquet, OUT/manifest.json and OUT/audit/near_dedup.parquet.",
     )(dedup)

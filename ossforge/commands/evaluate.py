@@ -13,6 +13,7 @@ from ossforge.config_files import config_from_options
 def register(app: typer.Typer) -> None:
     app.command(
         "evaluate",
+        short_help="Score a model on code benchmarks in the sandbox (pass@1).",
         help="Generate one greedy completion per benchmark problem with a model, run it in the sandbox, "
         "and write DIR/results.parquet and DIR/summary.json (pass@1, base and plus).",
     )(evaluate)

@@ -58,5 +58,5 @@ def stop() -> None:
 
 
 def add_commands(teacher_app: typer.Typer) -> None:
-    teacher_app.command("serve")(serve)
+    teacher_app.command("serve", short_help="Serve SmolLM2-135M-Instruct with llama.cpp (OpenAI API).")(serve)
     teacher_app.command("stop")(stop)

@@ -13,7 +13,11 @@ from tasks.teacher.local_defaults import LOCAL_TEACHER_MODEL, LOCAL_TEACHER_URL
 
 
 def register(app: typer.Typer) -> None:
-    app.command("refresh", help="Sample seeds, query the teacher, clean, and write Parquet shards.")(refresh)
+    app.command(
+        "refresh",
+        short_help="Sample seeds, ask the teacher, clean, write Parquet shards.",
+        help="Sample seeds, query the teacher, clean, and write Parquet shards.",
+    )(refresh)
 
 
 def _parse_quotas(quota: list[str]) -> dict[str, int] | None:

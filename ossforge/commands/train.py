@@ -14,6 +14,7 @@ from tasks.core.errors import UserError
 def register(app: typer.Typer) -> None:
     app.command(
         "train",
+        short_help="Fine-tune a code model on dataset versions (ZeRO-3).",
         help="Fine-tune a causal code model on dataset versions with DeepSpeed ZeRO-3 (the paper's recipe by default).",
     )(train)
 
