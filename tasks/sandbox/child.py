@@ -1,19 +1,22 @@
-"""The program that runs inside one sandbox process. Standard library only.
+"""What a sandbox worker runs after the zygote forks it: lock down, run the job, report once.
 
-`tasks/sandbox/runner.py` starts `python -c <this file's source>` in a fresh temporary directory,
-writes one job (a pickle) to its stdin and reads one result (a pickle) from its stdout.
-Everything that can go wrong inside (a crash, a hang, a kill) is the parent's to notice;
-everything that can be caught here becomes an error kind in the result.
+`tasks/sandbox/zygote.py` forks one worker per job and calls `run_job`. The worker holds
+/dev/null on fds 0-2 and its own report pipe on fd 3; it reports exactly one frame
+(tasks/sandbox/channel.py: JSON, never pickle) carrying the nonce the zygote gave it, then
+exits. A sample that writes on fd 3 itself makes the frame count or the nonce wrong, and
+the zygote scores it failed; a sample that exits, crashes or is killed before the harness
+reports leaves no frame, and is scored failed too: a pass is positive evidence.
 
-Order matters: read the job, set resource limits, install the seccomp filter (or, where
-the kernel refuses one, cut the network with an empty network namespace), then disable
-destructive Python functions, and only then run untrusted code.
-The guards stop the accidents generated code makes (a stray `rmtree`, a fork bomb, an
-endless loop, a huge list); they are not a wall against a determined attacker, who could
-still reach files the user can write. For that, run the evaluation in a container.
+Order matters: set resource limits, install the seccomp filter (or, where the kernel
+refuses one, cut the network with an empty network namespace), then disable destructive
+Python functions, and only then run untrusted code. Inside bubblewrap these are the inner
+layers; without it (the user accepted a weak sandbox) they are all there is, and they
+stop the accidents generated code makes, not a determined attacker.
 
 Job modes:
 - "check":  exec a whole program (solution + the benchmark's assert-based test); pass = no exception.
+- "tests":  exec a solution, then its tests in the same namespace, then every `test_*`
+            function and unittest.TestCase the tests define (validation of generated pairs).
 - "io":     exec the solution, then call the entry point on each input and compare with the
             expected output (EvalPlus' differential testing, with its special oracles).
 - "oracle": exec the trusted canonical solution and return its outputs and timings.
@@ -33,6 +36,11 @@ import signal
 import struct
 import sys
 import time
+
+if __package__:  # imported on the host (tests)
+    from tasks.sandbox import channel
+else:  # inside the sandbox, next to the zygote: no `tasks` package there
+    import channel
 
 # Kept before the guard replaces them: the harness itself still needs to write and exit.
 _write = os.write
@@ -69,8 +77,9 @@ def _resource_limits(limits, guards):
     _set_limit(resource.RLIMIT_CPU, limits["cpu_seconds"])
     _set_limit(resource.RLIMIT_FSIZE, limits["file_bytes"])
     _set_limit(resource.RLIMIT_CORE, 0)
-    # No new processes for this user from here on (not enforced for root; seccomp covers that).
-    _set_limit(resource.RLIMIT_NPROC, 0)
+    # Processes and threads of this user (the zygote runs workers as nobody; not enforced for
+    # root, where the seccomp filter's fork/exec ban is what holds).
+    _set_limit(resource.RLIMIT_NPROC, limits["processes"])
     # Writing past RLIMIT_FSIZE should be an OSError in the sample, not a SIGXFSZ death.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     guards.append("rlimits")
@@ -429,62 +438,172 @@ def _run_oracle(job, timer):
     # Outputs travel as an opaque pickle the parent writes to the cache without loading:
     # some are hundreds of MB (Mbpp/255 returns millions of tuples).
     data = pickle.dumps(outputs_by_group, protocol=pickle.HIGHEST_PROTOCOL)
-    return {"outputs_pickle": data, "input_seconds": seconds_by_group}
+    return {"input_seconds": seconds_by_group}, data
 
 
-_MODES = {"io": _run_io, "check": _run_check, "oracle": _run_oracle}
+# --- validation: a generated solution against its generated tests ----------------------
 
 
-def main():
-    result_fd = os.dup(1)
-    job = pickle.load(sys.stdin.buffer)
-    sys.path.extend(job.get("site_packages", ()))  # started with -S: no .pth processing
-    if job.get("expected_path"):  # the canonical outputs, from this program's own cache
-        with open(job["expected_path"], "rb") as fh:
-            job["expected"] = pickle.load(fh)
-    # The job's inputs and expected outputs can be millions of objects; keep them out of the
-    # cyclic GC's sight, or every collection during the sample's run walks them all and a
-    # sample is timed several times slower than the canonical solution it is compared with.
-    gc.freeze()
-    # The sample sees an empty stdin and prints into nothing; fd 1 and 2 go to /dev/null so
-    # even C-level writes can't corrupt the result stream.
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    sys.stdin = io.StringIO("")
-    sys.stdout = sys.stderr = _Sink()
-    if hasattr(sys, "set_int_max_str_digits"):
-        sys.set_int_max_str_digits(0)  # HumanEval+ has inputs with thousands of digits
+class _Tail(io.TextIOBase):
+    """Keeps the last few thousand characters written: the stderr excerpt of a failure."""
+
+    def __init__(self, limit=2000):
+        self.limit, self.text = limit, ""
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        self.text = (self.text + str(s))[-self.limit :]
+        return len(s)
+
+
+def _where(exc):
+    """'<tests>:12' — the last line of the solution or the tests the exception passed through."""
+    where, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename in ("<solution>", "<tests>"):
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+def _failure(kind, detail, exc=None, tests_run=0, stderr=None):
+    where = _where(exc) if exc is not None else None
+    detail = f"{detail} at {where}" if where else detail
+    return {"passed": False, "error": kind, "detail": _clip(detail or "", 500), "tests_run": tests_run,
+            "stderr": stderr.text[-500:] if stderr is not None and stderr.text else None}  # fmt: skip
+
+
+def _timed_call(fn, timer, seconds):
+    """(exception or None) of fn() under the per-call timer."""
+    try:
+        timer.start(seconds)
+        fn()
+        timer.stop()
+        if timer.fired:
+            raise _Timeout()
+    except BaseException as exc:
+        timer.stop()
+        return exc
+    return None
+
+
+def _defined_tests(namespace, before):
+    """test_* functions and unittest.TestCase classes the tests defined, in definition order."""
+    import unittest
+
+    found = []
+    for name, obj in namespace.items():
+        if name in before and namespace.get(name) is before[name]:
+            continue
+        if isinstance(obj, type) and issubclass(obj, unittest.TestCase) and obj is not unittest.TestCase:
+            found.append((name, obj))
+        elif name.startswith("test") and callable(obj) and not isinstance(obj, type):
+            found.append((name, obj))
+    return found
+
+
+def _run_testcase(cls):
+    """Run one TestCase class; raise AssertionError with the first failure's message."""
+    import unittest
+
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(cls)
+    result = unittest.TestResult()
+    suite.run(result)
+    problems = result.errors + result.failures
+    if problems:
+        test, text = problems[0]
+        raise AssertionError(f"{test.id()}: {text.strip().splitlines()[-1]}")
+    if result.testsRun == 0:
+        raise AssertionError(f"{cls.__name__} has no test methods")
+    return result.testsRun
+
+
+def _run_tests(job, timer):
+    """Solution, then tests, then each test function, all within one time budget."""
+    deadline = _perf() + job["seconds"]
+    stderr = _Tail()
+    sys.stderr = stderr
+    namespace = {"__name__": "__solution__", "__builtins__": builtins}
+    for source, filename in ((job["code"], "<solution>"), (job["tests"], "<tests>")):
+        before = dict(namespace)
+        try:
+            compiled = compile(source, filename, "exec")
+        except BaseException as exc:
+            kind, detail = _error_kind(exc, timer)
+            return _failure(kind, f"{filename} {detail}", stderr=stderr)
+        exc = _timed_call(lambda: exec(compiled, namespace), timer, deadline - _perf())
+        if exc is not None:
+            kind, detail = _error_kind(exc, timer)
+            return _failure(kind, detail, exc, stderr=stderr)
+    tests_run = 1  # the tests' top level ran to its end
+    for name, obj in _defined_tests(namespace, before):
+        counted = []
+        call = (lambda o=obj: counted.append(_run_testcase(o))) if isinstance(obj, type) else obj
+        exc = _timed_call(call, timer, deadline - _perf())
+        if exc is not None:
+            kind, detail = _error_kind(exc, timer)
+            return _failure(kind, f"{name}: {detail}", exc, tests_run, stderr)
+        tests_run += counted[0] if counted else 1
+    return {"passed": True, "error": None, "detail": None, "tests_run": tests_run}
+
+
+# ---------------------------------------------------------------- one job ---------------
+
+_MODES = {"io": _run_io, "check": _run_check, "oracle": _run_oracle, "tests": _run_tests}
+ALL_GUARDS = ("rlimits", "netns", "seccomp", "reliability_guard")
+
+
+def _lock_down(job):
     guards = []
     libc = _libc()
-    layers = job.get("guards", ("rlimits", "netns", "seccomp", "reliability_guard"))
+    layers = job.get("guards", ALL_GUARDS)
     if "rlimits" in layers:
         _resource_limits(job["limits"], guards)
     if "seccomp" in layers:
         _install_seccomp(libc, guards)
-    # The seccomp filter already refuses every non-Unix socket; a network namespace (~25 ms
-    # per sample) is the fallback where seccomp is not permitted.
+    # The seccomp filter already refuses every non-Unix socket; a network namespace is the
+    # fallback where seccomp is not permitted (inside bubblewrap there is no network anyway).
     if "netns" in layers and "seccomp" not in guards:
         _cut_network(libc, guards)
     if "reliability_guard" in layers:
         _reliability_guard(guards)
+    return guards
+
+
+def run_job(job, nonce, report_fd):
+    """Run one job in this freshly forked worker, report it once on `report_fd`, exit. Never returns."""
+    encode = channel.encode_frame  # taken before the sample runs and could rebind it
+    if job.get("expected_pickle") is not None:
+        # The canonical outputs, from the host's cache (written there as bytes by an oracle
+        # worker; only ever loaded here, inside the sandbox).
+        job["expected"] = pickle.loads(job.pop("expected_pickle"))
+    # The job's inputs and expected outputs can be millions of objects; keep them out of the
+    # cyclic GC's sight, or every collection during the sample's run walks them all and a
+    # sample is timed several times slower than the canonical solution it is compared with.
+    gc.freeze()
+    sys.stdin = io.StringIO("")  # fds 0-2 are /dev/null already; Python-level prints go nowhere
+    sys.stdout = sys.stderr = _Sink()
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)  # HumanEval+ has inputs with thousands of digits
+    guards = _lock_down(job)
     timer = _Timer()
+    blob = b""
     try:
         result = _MODES[job["mode"]](job, timer)
+        if isinstance(result, tuple):
+            result, blob = result
     except BaseException as exc:  # a harness failure (e.g. MemoryError while comparing)
         timer.stop()
         kind, detail = _error_kind(exc, timer)
         result = {"error": kind, "detail": detail, "passed": False}
     result["guards"] = guards
     try:
-        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-    except BaseException as exc:  # an output that can't be pickled
-        data = pickle.dumps({"error": "unpicklable", "detail": _short(exc), "passed": False, "guards": guards})
+        data = encode({"nonce": nonce, "result": result}, blob)
+    except BaseException as exc:  # e.g. a detail that cannot be encoded
+        data = encode({"nonce": nonce, "result": {"error": "unencodable", "detail": _short(exc), "passed": False}})
     view = memoryview(data)
     while view:
-        view = view[_write(result_fd, view) :]
+        view = view[_write(report_fd, view) :]
     _exit(0)
-
-
-if __name__ == "__main__":
-    main()

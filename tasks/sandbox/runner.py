@@ -1,51 +1,63 @@
-"""Running untrusted generated code: one fresh process per sample, many at once.
+"""Running untrusted generated code: warm sandboxed zygotes, one job at a time each, many at once.
 
-Each job runs in `python -c <tasks/sandbox/child.py>` started in its own session (process
-group), in a new temporary directory that is deleted afterwards, with a minimal
-environment and a wall-clock timeout. Inside, the child sets resource limits (address
-space, data, CPU seconds, file size, no new processes), moves into an empty network
-namespace where the kernel allows it, installs a seccomp filter (no fork/exec, no
-non-Unix sockets, no signals to other processes) and switches off destructive Python
-functions before it runs the code. See tasks/sandbox/child.py for the layers.
+A `Sandbox` keeps `workers` zygotes (tasks/sandbox/zygote.py), each inside its own
+bubblewrap (tasks/sandbox/isolation.py). A job goes to a free zygote as a pickle (host to
+sandbox only); the zygote forks a worker for it, which locks itself down further
+(tasks/sandbox/child.py: rlimits, seccomp, Python-level guards) and runs the code. The
+verdict comes back as a JSON frame (tasks/sandbox/channel.py), checked field by field here.
 
-Whatever a sample does — hang, fork, exhaust memory, exit, kill itself — the parent gets
-a result dict back with an error kind; it never raises for the sample's sake, and it
-kills the sample's whole process group before returning.
+Whatever a sample does — hang, fork, exhaust memory, exit, kill itself, forge a result,
+write garbage — the caller gets a result dict with an error kind; nothing here raises for
+the sample's sake. A zygote that stops making sense (dies, overruns its deadline, writes
+something that is not a frame) is killed and replaced, and its job is a `sandbox_error`.
 
-Only the standard library is imported here so the module is cheap to import anywhere.
+Only the standard library (plus tasks.core.errors) is imported here, so it is cheap anywhere.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import pickle
+import queue
+import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-CHILD_SOURCE_PATH = Path(__file__).with_name("child.py")
+from tasks.sandbox import channel
+from tasks.sandbox.isolation import SCRATCH, SandboxUnavailable, bwrap_argv, require_isolation, sandbox_env, zygote_argv
+
+__all__ = ["Sandbox", "SandboxLimits", "SandboxUnavailable", "default_workers", "probe_guards", "run_many",
+           "run_sandboxed"]  # fmt: skip
+
+log = logging.getLogger("ossforge.sandbox")
 ALL_GUARDS = ("rlimits", "netns", "seccomp", "reliability_guard")
+ZYGOTE_MARGIN_SECONDS = 30.0  # beyond a job's own deadline, before the host gives up on a zygote
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Per-sample limits. The defaults follow EvalPlus (4 GiB of memory)."""
+    """Per-sample limits. The memory default follows EvalPlus (4 GiB)."""
 
-    memory_bytes: int = 4 << 30  # RLIMIT_AS and RLIMIT_DATA
+    memory_bytes: int = 4 << 30  # RLIMIT_AS and RLIMIT_DATA of each worker
     file_bytes: int = 16 << 20  # RLIMIT_FSIZE: largest file a sample may write
-    startup_seconds: float = 10.0  # wall-clock allowance for interpreter start on a busy machine
+    scratch_bytes: int = 256 << 20  # the sandbox's whole writable tmpfs
+    processes: int = 64  # RLIMIT_NPROC (threads count too); fork/exec are refused by seccomp anyway
+    startup_seconds: float = 10.0  # grace past a job's timeout (busy machine) and for a zygote's start
+    oracle_blob_bytes: int = 4 << 30  # canonical outputs an oracle job may send back (opaque bytes)
 
     def as_child_limits(self, timeout: float) -> dict:
         return {
             "memory_bytes": int(self.memory_bytes),
             "file_bytes": int(self.file_bytes),
+            "processes": int(self.processes),
             # CPU seconds back up the wall clock for a process that ignores SIGALRM.
             "cpu_seconds": int(timeout + self.startup_seconds) + 1,
         }
@@ -58,173 +70,201 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-_child_source: str | None = None
+class _ZygoteBroken(Exception):
+    """The zygote died, overran, or sent something that is not a frame: replace it."""
 
 
-def _child_command() -> list[str]:
-    global _child_source
-    if _child_source is None:
-        _child_source = CHILD_SOURCE_PATH.read_text()
-    # -S: skip `site` (half of the start-up time here, mostly .pth files such as editable
-    # installs); the child puts site-packages on sys.path itself. -B: no .pyc writes. Not
-    # -I/-E: PYTHONHASHSEED must reach the child (set iteration order must match between
-    # the canonical run and the sample's run).
-    return [sys.executable, "-S", "-B", "-c", _child_source]
+def _read_exact(fd: int, n: int, deadline: float) -> bytes:
+    chunks, left = [], n
+    while left:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise _ZygoteBroken("no answer before the deadline")
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise _ZygoteBroken("the zygote closed its channel")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
-def _site_packages() -> list[str]:
-    """This interpreter's site-packages, so samples can import what the evaluator has (numpy...)."""
-    import site
-
-    paths = site.getsitepackages() if hasattr(site, "getsitepackages") else []
-    return [p for p in paths if os.path.isdir(p)]
-
-
-def _child_env(workdir: str) -> dict:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": workdir,
-        "TMPDIR": workdir,
-        "LANG": "C.UTF-8",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONIOENCODING": "utf-8",
-    }
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-        env[var] = "1"  # one sample, one core
-    return env
-
-
-def _kill_group(pgid: int) -> None:
+def _read_frame(fd: int, deadline: float, max_blob: int) -> tuple[dict, bytes]:
+    header = _read_exact(fd, channel.HEADER.size, deadline)
+    json_len, blob_len = channel.HEADER.unpack(header)
+    if json_len > channel.MAX_JSON_BYTES or blob_len > max_blob:
+        raise _ZygoteBroken(f"frame sizes out of bounds (json {json_len}, blob {blob_len})")
+    body = _read_exact(fd, json_len + blob_len, deadline)
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        return channel.decode_frame(header + body, max_blob)
+    except channel.ChannelError as exc:
+        raise _ZygoteBroken(str(exc)) from None
 
 
-def _signal_name(returncode: int) -> str:
-    try:
-        return signal.Signals(-returncode).name
-    except ValueError:
-        return f"signal {-returncode}"
+class _Zygote:
+    """One sandboxed warm interpreter and the pipes to it."""
 
-
-def run_sandboxed(
-    job: dict,
-    timeout: float,
-    limits: SandboxLimits = SandboxLimits(),
-    tmp_root: str | os.PathLike | None = None,
-) -> dict:
-    """Run one job (see sandbox_child for its fields) and return the child's result dict.
-
-    The result always has "error" (None or a kind) and "seconds"; the parent adds kinds of
-    its own: "timeout" (wall clock), "killed" (by a signal, e.g. SIGKILL from RLIMIT_CPU or
-    the sample killing itself), "no_result" (exited without answering).
-    """
-    job = {**job, "limits": limits.as_child_limits(timeout), "site_packages": _site_packages()}
-    job.setdefault("guards", ALL_GUARDS)
-    payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
-    workdir = tempfile.mkdtemp(prefix="ossforge-sandbox-", dir=tmp_root)
-    start = time.perf_counter()
-    try:
-        proc = subprocess.Popen(
-            _child_command(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=workdir,
-            env=_child_env(workdir),
-            start_new_session=True,  # its own process group, so one killpg reaches every descendant
-            close_fds=True,
-        )
-        out, timed_out = _exchange(proc, payload, timeout + limits.startup_seconds)
-        if timed_out:
-            return {"error": "timeout", "detail": "wall-clock limit exceeded", "passed": False,
-                    "seconds": time.perf_counter() - start}  # fmt: skip
-        seconds = time.perf_counter() - start
-        if proc.returncode < 0:
-            return {"error": "killed", "detail": f"killed by {_signal_name(proc.returncode)}", "passed": False,
-                    "seconds": seconds}  # fmt: skip
+    def __init__(self, isolation: str, limits: SandboxLimits, tmp_root: str | None):
+        self._host_scratch = None
+        if isolation == "bwrap":
+            argv, cwd = bwrap_argv(limits.scratch_bytes) + zygote_argv("bwrap", SCRATCH), None
+            env = sandbox_env(SCRATCH)
+        else:
+            self._host_scratch = tempfile.mkdtemp(prefix="ossforge-sandbox-", dir=tmp_root)
+            os.chmod(self._host_scratch, 0o777)  # the zygote becomes nobody when started as root
+            argv, cwd, env = zygote_argv("weak", self._host_scratch), self._host_scratch, sandbox_env(self._host_scratch)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     cwd=cwd, env=env, start_new_session=True, close_fds=True)  # fmt: skip
         try:
-            result = pickle.loads(out)
-        except Exception:
-            return {"error": "no_result", "detail": f"exited with code {proc.returncode} without a result",
-                    "passed": False, "seconds": seconds}  # fmt: skip
-        result.setdefault("error", None)
-        result["seconds"] = seconds
+            hello, _ = _read_frame(self.proc.stdout.fileno(), time.monotonic() + limits.startup_seconds + 20, 0)
+        except _ZygoteBroken as exc:
+            self.close()
+            err = self.proc.stderr.read().decode(errors="replace").strip()[-500:]
+            raise RuntimeError(f"sandbox failed to start ({exc}): {err}") from None
+        if hello.get("hello") is not True or not isinstance(hello.get("layers"), list):
+            self.close()
+            raise RuntimeError("sandbox failed to start: no greeting")
+        self.layers = [str(x) for x in hello["layers"]]
+
+    def run(self, job: dict, timeout: float, max_blob: int, grace: float) -> tuple[dict, bytes]:
+        payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.proc.stdin.write(channel.HEADER.pack(len(payload), 0) + payload)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise _ZygoteBroken(f"could not send the job: {exc}") from None
+        deadline = time.monotonic() + timeout + grace + ZYGOTE_MARGIN_SECONDS
+        answer, blob = _read_frame(self.proc.stdout.fileno(), deadline, max_blob)
+        if answer.get("id") != job["id"] or set(answer) != {"id", "result"}:
+            raise _ZygoteBroken("an answer to another job")
+        try:
+            return channel.checked_result(answer["result"]), blob
+        except channel.ChannelError as exc:
+            raise _ZygoteBroken(str(exc)) from None
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        if self._host_scratch:
+            shutil.rmtree(self._host_scratch, ignore_errors=True)
+
+
+class Sandbox:
+    """`workers` warm sandboxes; `run` and `run_many` may be called from many threads.
+
+    Refuses to start (SandboxUnavailable) where bubblewrap cannot run, unless `accept_weak`.
+    """
+
+    def __init__(self, workers: int | None = None, limits: SandboxLimits = SandboxLimits(),
+                 accept_weak: bool = False, tmp_root: str | os.PathLike | None = None):  # fmt: skip
+        self.isolation = require_isolation(accept_weak)
+        if self.isolation == "weak":
+            log.warning("SANDBOX IS WEAK: bubblewrap is unavailable; generated code runs behind Python-level "
+                        "guards only and can write any file this user can. Results are marked isolation=weak.")  # fmt: skip
+        self.workers = workers or default_workers()
+        self.limits = limits
+        self._tmp_root = str(tmp_root) if tmp_root is not None else None
+        self._idle: queue.Queue[_Zygote | None] = queue.Queue()
+        for _ in range(self.workers):
+            self._idle.put(None)  # started on first use
+        self._ids = itertools.count()
+        self._all: list[_Zygote] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self) -> _Zygote:
+        zygote = _Zygote(self.isolation, self.limits, self._tmp_root)
+        with self._lock:
+            self._all.append(zygote)
+        return zygote
+
+    def _retire(self, zygote: _Zygote) -> None:
+        zygote.close()
+        with self._lock:
+            self._all.remove(zygote)
+
+    def run(self, job: dict, timeout: float) -> dict:
+        """Run one job (see tasks/sandbox/child.py for its fields); always returns a result dict.
+
+        The result has "passed", "error" (None or a kind), "detail", "seconds", "guards" and
+        "isolation"; an oracle job's outputs come back as opaque bytes in "blob".
+        """
+        job = self._prepared(job, timeout)
+        max_blob = self.limits.oracle_blob_bytes if job["mode"] == "oracle" else 0
+        zygote = self._idle.get()
+        try:
+            if zygote is None:
+                zygote = self._start()  # a sandbox that cannot start raises: nothing can be validated
+            result, blob = zygote.run(job, timeout, max_blob, self.limits.startup_seconds)
+        except _ZygoteBroken as exc:
+            if zygote is not None:
+                self._retire(zygote)
+            zygote = None
+            result, blob = {"passed": False, "error": "sandbox_error", "detail": str(exc)[:500]}, b""
+        finally:
+            self._idle.put(zygote)
+        result["isolation"] = self.isolation
+        if blob:
+            result["blob"] = blob
         return result
-    finally:
-        _remove_tree(workdir)
+
+    def _prepared(self, job: dict, timeout: float) -> dict:
+        job = {**job, "id": next(self._ids), "timeout": float(timeout), "grace_seconds": self.limits.startup_seconds,
+               "limits": self.limits.as_child_limits(timeout)}  # fmt: skip
+        job["max_blob"] = self.limits.oracle_blob_bytes if job["mode"] == "oracle" else 0
+        job.setdefault("guards", ALL_GUARDS)
+        if job.get("expected_path"):  # canonical outputs from the host's cache: bytes, loaded only inside
+            with open(job.pop("expected_path"), "rb") as fh:
+                job["expected_pickle"] = fh.read()
+        return job
+
+    def run_many(self, jobs: list[tuple[dict, float]]) -> list[dict]:
+        """(job, timeout) pairs, `workers` at a time; results in input order."""
+        if not jobs:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(jobs)), thread_name_prefix="sandbox") as pool:
+            return list(pool.map(lambda pair: self.run(*pair), jobs))
+
+    def guards(self) -> list[str]:
+        """The layers a sample meets here (reported with every evaluation and validation)."""
+        return list(self.run({"mode": "check", "code": "pass", "seconds": 5.0}, 5.0).get("guards", []))
+
+    def close(self) -> None:
+        with self._lock:
+            zygotes, self._all = self._all, []
+        for zygote in zygotes:
+            zygote.close()
 
 
-def _exchange(proc: subprocess.Popen, payload: bytes, timeout: float) -> tuple[bytes, bool]:
-    """Send the job, collect the result, and kill the process group once the child is done.
-
-    Not `communicate()`: that waits for EOF on stdout, which a leftover grandchild holding
-    the pipe would delay until the timeout. Here the end of the child itself is what counts.
-    """
-    chunks: list[bytes] = []
-
-    def send():
-        try:
-            proc.stdin.write(payload)
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):  # the child died before reading its job
-            pass
-
-    def receive():
-        for block in iter(lambda: proc.stdout.read(1 << 20), b""):
-            chunks.append(block)
-
-    threads = [threading.Thread(target=send, daemon=True), threading.Thread(target=receive, daemon=True)]
-    for t in threads:
-        t.start()
-    try:
-        proc.wait(timeout=timeout)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        timed_out = True
-    _kill_group(proc.pid)  # the sample's leftovers, or the sample itself on timeout
-    proc.wait()
-    for t in threads:
-        t.join(timeout=10)
-    proc.stdout.close()
-    return b"".join(chunks), timed_out
+# --- one-off helpers (each starts and stops its own sandbox) ----------------------------------
 
 
-def _remove_tree(path: str) -> None:
-    # A sample may have made its files read-only; make them writable before deleting.
-    def make_writable_and_retry(func, p, _exc):
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=make_writable_and_retry)
+def run_sandboxed(job: dict, timeout: float, limits: SandboxLimits = SandboxLimits(),
+                  tmp_root: str | os.PathLike | None = None, accept_weak: bool = False) -> dict:  # fmt: skip
+    with Sandbox(1, limits, accept_weak, tmp_root) as sandbox:
+        return sandbox.run(job, timeout)
 
 
-def run_many(
-    jobs: list[tuple[dict, float]],
-    workers: int | None = None,
-    limits: SandboxLimits = SandboxLimits(),
-    tmp_root: str | os.PathLike | None = None,
-) -> list[dict]:
-    """Run (job, timeout) pairs, `workers` processes at a time; results in input order.
-
-    Threads only wait on child processes here, so a thread pool is enough to keep every
-    core busy with sandboxes.
-    """
-    workers = workers or default_workers()
+def run_many(jobs: list[tuple[dict, float]], workers: int | None = None, limits: SandboxLimits = SandboxLimits(),
+             tmp_root: str | os.PathLike | None = None, accept_weak: bool = False) -> list[dict]:  # fmt: skip
     if not jobs:
         return []
-    with ThreadPoolExecutor(max_workers=min(workers, len(jobs)), thread_name_prefix="sandbox") as pool:
-        futures = [pool.submit(run_sandboxed, job, timeout, limits, tmp_root) for job, timeout in jobs]
-        return [f.result() for f in futures]
+    with Sandbox(min(workers or default_workers(), len(jobs)), limits, accept_weak, tmp_root) as sandbox:
+        return sandbox.run_many(jobs)
 
 
-def probe_guards(limits: SandboxLimits = SandboxLimits()) -> list[str]:
-    """Which protection layers this machine grants a sandbox (reported with every evaluation)."""
-    result = run_sandboxed({"mode": "check", "code": "pass", "seconds": 5.0}, 5.0, limits)
-    return list(result.get("guards", []))
+def probe_guards(limits: SandboxLimits = SandboxLimits(), accept_weak: bool = False) -> list[str]:
+    with Sandbox(1, limits, accept_weak) as sandbox:
+        return sandbox.guards()
