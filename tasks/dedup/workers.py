@@ -20,13 +20,9 @@ def chunk_texts(chunk) -> list[str]:
     newlines (sending Arrow buffers to a worker is cheaper for the parent than Python str)."""
     if not hasattr(chunk, "column_names"):
         return list(chunk)
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    from tasks.core.sources import joined_texts  # pyarrow only where Arrow chunks come
 
-    columns = [pc.fill_null(pc.cast(chunk[name], pa.string()), "").to_pylist() for name in chunk.column_names]
-    if len(columns) == 1:
-        return columns[0]
-    return ["\n".join(parts) for parts in zip(*columns)]
+    return joined_texts(chunk, chunk.column_names)
 
 
 def sendable_chunk(chunk):
