@@ -107,7 +107,8 @@ async def run_ossforge(url: str, seeds: list[str], in_flight: int, cache_dir: st
     import pyarrow as pa
 
     from tasks.generation.parsing import parse_reply
-    from tasks.teacher.session import TeacherConfig, TeacherSession
+    from tasks.teacher.config import TeacherConfig
+    from tasks.teacher.session import TeacherSession
 
     cfg = TeacherConfig(base_url=url, model=MODEL, api_key_env="", concurrency=in_flight)
     table = pa.table({"seed_index": list(range(len(seeds))), "seed": seeds})

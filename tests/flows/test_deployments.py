@@ -83,7 +83,8 @@ def test_seeds_the_teacher_never_answered_are_not_consumed(tmp_path):
     from flows.versioned_refresh import consumed_seeds
     from tasks.core.schema import AUDIT_SCHEMA
     from tasks.generation.shard import row_id
-    from tasks.teacher.session import TeacherConfig, TeacherSession
+    from tasks.teacher.config import TeacherConfig
+    from tasks.teacher.session import TeacherSession
 
     teacher = TeacherConfig(base_url="http://127.0.0.1:1/v1", model="m")
     seeds = seeds_table(["a = 1", "b = 2", "c = 3"])
