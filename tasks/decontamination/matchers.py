@@ -29,7 +29,7 @@ from itertools import chain, repeat
 import numpy as np
 
 from tasks.dedup import minhash
-from tasks.dedup.shingles import shingle_hashes
+from tasks.dedup.shingles import batch_shingle_hashes, shingle_hashes
 from tasks.dedup.tokens import normalized_tokens
 from tasks.decontamination.benchmarks import CODE, PROBLEM, SOLUTION, TEST, BenchmarkItem, problem_family
 
@@ -344,6 +344,61 @@ class _SignatureIndex:
         return qrow[keep], irow[keep], jac[keep]
 
 
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+
+
+def code_shape(text: str) -> str:
+    """Code as the containment check reads it: every number literal is "0". Example values
+    and constants are the first thing a paraphrase changes; they do not identify a program."""
+    return _NUMBER.sub("0", text)
+
+
+class _ContainmentIndex:
+    """Benchmark code as sets of canonical token n-grams in one sorted table. A batch of
+    samples is joined against it with numpy to count, per (sample, item text), how many
+    distinct shingles of the item text the sample holds: containment, not Jaccard, because
+    a benchmark solution usually sits inside a longer answer.
+
+    A shingle found in the code of more than `max_families` problem families is boilerplate
+    (`for _ in range ( _`) and says nothing about which item a sample copied: dropped, the
+    n-gram equivalent of a low IDF.
+    """
+
+    def __init__(self, sets: list[np.ndarray], families: list[str], max_families: int):
+        sizes = np.fromiter(map(len, sets), dtype=np.int64, count=len(sets))
+        keys = np.concatenate(sets) if sets else np.zeros(0, np.uint64)
+        rows = np.repeat(np.arange(len(sets), dtype=np.int64), sizes)
+        fam_ids = {f: i for i, f in enumerate(sorted(set(families)))}
+        fam_of_row = np.array([fam_ids[f] for f in families], dtype=np.int64)
+        if keys.shape[0]:
+            per_family = np.unique(np.stack([keys.view(np.int64), fam_of_row[rows]]), axis=1)[0]
+            uniq, counts = np.unique(per_family.view(np.uint64), return_counts=True)
+            keep = ~np.isin(keys, uniq[counts > max_families])
+            keys, rows = keys[keep], rows[keep]
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.rows = keys[order], rows[order]
+        self.sizes = np.bincount(self.rows, minlength=len(sets))
+
+    def shared(self, hashes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sample, item text row, distinct shared shingles) for every pair sharing one."""
+        empty = (np.zeros(0, np.int64),) * 3
+        if self.keys.shape[0] == 0 or hashes.shape[0] == 0:
+            return empty
+        doc = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        pairs = np.unique(np.stack([doc, hashes.view(np.int64)]), axis=1)
+        doc, hashes = pairs[0], pairs[1].view(np.uint64)
+        left = np.searchsorted(self.keys, hashes, side="left")
+        right = np.searchsorted(self.keys, hashes, side="right")
+        reps = right - left
+        if reps.sum() == 0:
+            return empty
+        entry = np.repeat(left - np.cumsum(reps) + reps, reps) + np.arange(reps.sum())
+        width = len(self.sizes) + 1
+        keys, shared = np.unique(np.repeat(doc, reps) * width + self.rows[entry], return_counts=True)
+        sample, row = np.divmod(keys, width)
+        return sample, row, shared
+
+
 class MinhashMatcher:
     # Candidates whose signature estimate is this close below the threshold still get the exact
     # check: with 128 permutations the estimate's standard deviation near 0.5 is about 0.044.
@@ -379,6 +434,51 @@ class MinhashMatcher:
         self.code = _SignatureIndex(self._code_sigs(code), np.array(code_owner, np.int64), self.bands, self.rows)
         self.prose_sets = [self._prose_set(t) for t in prose] if verify_exact else []
         self.code_sets = [self._code_set(t) for t in code] if verify_exact else []
+        self._build_containment(items, whitelist)
+
+    # --- paraphrase rule: the item's code inside the sample, and its problem's words too ---
+    # Why two sides: a short benchmark solution (most of MBPP) shares its shape with many
+    # unrelated programs, and a reworded one-sentence problem shares its topic with many
+    # unrelated problems; both at once is what a paraphrase of the item looks like.
+    CONTAIN_NGRAM = 4  # canonical code tokens per shingle: MBPP solutions are 20-60 tokens
+    CONTAIN_MAX_FAMILIES = 10  # a shingle in more problem families than this is boilerplate
+    CONTAIN_MIN_SHINGLES = 6  # item code with fewer distinctive shingles is not compared
+    CONTAIN_CODE = 0.7  # share of the item's distinctive code shingles the sample must hold
+    CONTAIN_PROSE = 0.3  # ...and share of the item problem's content words
+
+    def _build_containment(self, items: list[BenchmarkItem], whitelist: Whitelist) -> None:
+        texts, owners = [], []
+        self.item_words: list[frozenset[str]] = []
+        for idx, item in enumerate(items):
+            self.item_words.append(frozenset(w for t in item.of_kind(PROBLEM) for w in content_words(t)))
+            for text in item.of_kind(CODE) or item.of_kind(SOLUTION):
+                if whitelist.allows(text, CODE):
+                    continue
+                texts.append(code_shape(text))
+                owners.append(idx)
+        hashes, counts = batch_shingle_hashes(texts, self.CONTAIN_NGRAM, canonicalize_identifiers=True)
+        sets = [np.unique(part) for part in np.split(hashes, np.cumsum(counts)[:-1])] if texts else []
+        self.contain_owner = np.array(owners, dtype=np.int64)
+        self.contain = _ContainmentIndex(sets, [problem_family(items[i]) for i in owners], self.CONTAIN_MAX_FAMILIES)
+
+    def containment_scores(self, problem_words: list[list[str]], codes: list[str]):
+        """(sample, item, code containment, prose containment) of every pair worth a look."""
+        hashes, counts = batch_shingle_hashes([code_shape(c) for c in codes], self.CONTAIN_NGRAM,
+                                              canonicalize_identifiers=True)
+        sample, row, shared = self.contain.shared(hashes, counts)
+        sizes = self.contain.sizes[row]
+        code_share = shared / np.maximum(sizes, 1)
+        look = (sizes >= self.CONTAIN_MIN_SHINGLES) & (code_share >= self.CONTAIN_CODE)
+        words: dict[int, set[str]] = {}
+        out = []
+        for d, r, c in zip(sample[look], row[look], code_share[look]):
+            item = int(self.contain_owner[r])
+            want = self.item_words[item]
+            if d not in words:
+                words[d] = set(content_words("", problem_words[d]))
+            prose_share = len(want & words[d]) / max(len(want), 1)
+            out.append((int(d), item, float(c), prose_share))
+        return out
 
     def prose_text(self, text: str, split: list[str] | None = None) -> str | None:
         """Content words as one space-separated string (the minhash tokenizer splits it again)."""
@@ -430,4 +530,10 @@ class MinhashMatcher:
                 if out[d] is None or j > out[d].score:
                     how = "exact" if self.verify_exact else "estimated"
                     out[d] = Hit(MINHASH, int(index.owners[i]), f"{side} ~ {how} Jaccard {j:.2f}", float(j))
+        split = [words(p) if pw is None else pw for p, pw in zip(problems, problem_words)]
+        for d, item, code_share, prose_share in self.containment_scores(split, codes):
+            if prose_share < self.CONTAIN_PROSE or out[d] is not None:
+                continue
+            out[d] = Hit(MINHASH, item, f"code contained {code_share:.2f}, problem words {prose_share:.2f}",
+                         code_share)
         return out
