@@ -58,7 +58,8 @@ CLUSTER_SIZE = "cluster_size"
 
 # --- audits: rows removed by a step, with why ----------------------------------------
 # Audit files hold the removed row's id and text columns plus these.
-AUDIT_COLUMNS = ["id", "stage", "reason", "duplicate_of", "benchmark", "benchmark_item", "matcher", "matched_span"]
+AUDIT_COLUMNS = ["id", "stage", "reason", "duplicate_of", "benchmark", "benchmark_item", "matcher", "matched_span",
+                 "detail"]
 AUDIT_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string()),
@@ -71,6 +72,7 @@ AUDIT_SCHEMA = pa.schema(
         pa.field("matched_span", pa.string()),
         pa.field("problem", pa.string()),
         pa.field("solution", pa.string()),
+        pa.field("detail", pa.string()),  # validation: the failure's message and a stderr excerpt
     ]
 )
 

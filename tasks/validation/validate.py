@@ -1,0 +1,166 @@
+"""The validation step: each pair's solution runs against its own tests in the sandbox.
+
+A row is kept when its tests ran to their end without a failure (a pass is positive
+evidence, see tasks/sandbox/child.py), or, in a language with no runner on this worker,
+when the policy keeps unverified rows (they are counted as such, never silently passed).
+Every other row goes to the audit with one reason and a short detail (the failure's
+message, where it happened, and the tail of its stderr).
+
+Rows need `solution` and `tests` columns (Markdown fences are stripped here), and may
+have `lang` (default python) and `id`. Kept rows gain `validation_status` (passed or
+unverified) and `validation_seconds` (sandbox wall time; null when nothing ran).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Literal
+
+import pyarrow as pa
+from pydantic import Field
+
+from tasks.core.config import FingerprintedConfig, operational
+from tasks.core.step import StepOutput, audit_rows
+from tasks.sandbox.runner import Sandbox, SandboxLimits, default_workers
+from tasks.validation.code import extract_code
+
+STAGE = "validate"
+PASSED, UNVERIFIED = "passed", "unverified"
+STATUS = "validation_status"
+SECONDS = "validation_seconds"
+
+# Drop reasons, as they appear in the manifest and the audit.
+NO_TESTS = "no_tests"  # the row has no test code (or no solution code) to run
+NO_RUNNER = "no_runner"  # a language this worker cannot run, and the policy drops those
+SANDBOX_ERROR = "sandbox_error"
+# The sandbox's error kinds (tasks/sandbox) -> the reason a row is dropped for.
+REASON_OF_KIND = {
+    "syntax_error": "syntax_error",
+    "assertion": "tests_failed",
+    "wrong_answer": "tests_failed",
+    "exception": "runtime_error",
+    "timeout": "timeout",
+    "memory": "memory",
+    "system_exit": "crash",  # exited before its tests could finish: never a pass
+    "killed": "crash",
+    "no_result": "crash",
+    "unencodable": "crash",
+    "forged_result": "forged_result",  # wrote on the harness' report channel
+    "sandbox_error": SANDBOX_ERROR,
+}
+RUNNABLE = {"python"}  # languages with a runner (the sandbox's "tests" job); see docs/sandbox.md
+
+
+class ValidationConfig(FingerprintedConfig):
+    """How a pair is executed. Limits change which rows pass, so they are part of the fingerprint."""
+
+    seconds: float = Field(10.0, gt=0, le=600, description="wall-clock budget per pair: solution, tests and each test function")
+    memory_mb: int = Field(1024, ge=64, description="address-space limit of each sandboxed run")
+    unverified: Literal["keep", "drop"] = Field(
+        "drop", description="rows in a language with no runner here: keep them (status unverified) or drop them (no_runner)"
+    )
+    workers: int = operational(default_factory=default_workers, ge=1, description="sandboxes at once (one per core)")
+    accept_weak_sandbox: bool = operational(
+        False, description="run without bubblewrap, behind Python-level guards only (results are marked weak)"
+    )
+
+    def limits(self) -> SandboxLimits:
+        return SandboxLimits(memory_bytes=self.memory_mb << 20)
+
+
+def normalise_lang(value: str | None) -> str:
+    lang = (value or "python").strip().lower()
+    return {"py": "python", "python3": "python"}.get(lang, lang)
+
+
+class Validator:
+    """The step (tasks/core/step.py). Holds warm sandboxes across the tables it is given;
+    close it (or use it as a context manager) when done."""
+
+    stage = STAGE
+
+    def __init__(self, cfg: ValidationConfig | None = None):
+        self.cfg = cfg or ValidationConfig()
+        self._sandbox: Sandbox | None = None
+        self.by_language: dict[str, Counter] = defaultdict(Counter)  # lang -> passed / reason / unverified
+        self.isolation: str | None = None
+
+    def __enter__(self) -> Validator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+            self._sandbox = None
+
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:  # refuses here, loudly, when there is no OS sandbox (UserError)
+            self._sandbox = Sandbox(self.cfg.workers, self.cfg.limits(), self.cfg.accept_weak_sandbox)
+            self.isolation = self._sandbox.isolation
+        return self._sandbox
+
+    def apply(self, table: pa.Table) -> StepOutput:
+        langs = [normalise_lang(v) for v in _column(table, "lang")]
+        solutions, tests = _column(table, "solution"), _column(table, "tests")
+        verdicts: list[tuple[str, str | None, float | None]] = [None] * table.num_rows  # (status|reason, detail, s)
+        jobs, where = [], []
+        for i, (lang, solution, test) in enumerate(zip(langs, solutions, tests)):
+            if lang not in RUNNABLE:
+                status = UNVERIFIED if self.cfg.unverified == "keep" else NO_RUNNER
+                verdicts[i] = (status, f"no runner for {lang!r} on this worker", None)
+                continue
+            code, test_code = extract_code(solution, lang), extract_code(test, lang)
+            if not code.strip() or not test_code.strip():
+                verdicts[i] = (NO_TESTS, "no solution code" if not code.strip() else "no test code", None)
+                continue
+            jobs.append(({"mode": "tests", "code": code, "tests": test_code, "seconds": self.cfg.seconds}, self.cfg.seconds))
+            where.append(i)
+        for i, result in zip(where, self.sandbox.run_many(jobs) if jobs else []):
+            verdicts[i] = _verdict(result)
+        for lang, (status, _, _) in zip(langs, verdicts):
+            self.by_language[lang][status] += 1
+        return _split(table, verdicts)
+
+
+def _column(table: pa.Table, name: str) -> list:
+    return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+
+
+def _verdict(result: dict) -> tuple[str, str | None, float]:
+    seconds = round(float(result.get("seconds") or 0.0), 4)
+    if result.get("passed") and not result.get("error"):
+        return PASSED, None, seconds
+    reason = REASON_OF_KIND.get(result.get("error") or "", "crash")
+    detail = result.get("detail") or result.get("error") or ""
+    if result.get("stderr"):
+        detail += f"\nstderr: {result['stderr'][-300:]}"
+    return reason, detail[:600], seconds
+
+
+def _split(table: pa.Table, verdicts: list) -> StepOutput:
+    keep = [status in (PASSED, UNVERIFIED) for status, _, _ in verdicts]
+    dropped = [v for v, k in zip(verdicts, keep) if not k]
+    audit = audit_rows(table, [not k for k in keep], STAGE, [v[0] for v in dropped], detail=[v[1] for v in dropped])
+    kept = table.filter(pa.array(keep, type=pa.bool_()))
+    kept_verdicts = [v for v, k in zip(verdicts, keep) if k]
+    for name in (STATUS, SECONDS):
+        if name in kept.column_names:  # a re-validated table: this run's verdict replaces the old one
+            kept = kept.drop_columns([name])
+    kept = kept.append_column(STATUS, pa.array([v[0] for v in kept_verdicts], pa.string()))
+    kept = kept.append_column(SECONDS, pa.array([v[2] for v in kept_verdicts], pa.float64()))
+    return StepOutput(kept, audit)
+
+
+def validation_summary(validator: Validator) -> dict:
+    """For the manifest and the dataset card: isolation used, counts and pass rate per language."""
+    by_language = {lang: dict(sorted(c.items())) for lang, c in sorted(validator.by_language.items())}
+    rates = {}
+    for lang, counts in validator.by_language.items():
+        ran = sum(n for status, n in counts.items() if status not in (UNVERIFIED, NO_RUNNER, NO_TESTS))
+        if ran:
+            rates[lang] = round(counts[PASSED] / ran, 4)
+    return {"isolation": validator.isolation, "by_language": by_language, "pass_rate": dict(sorted(rates.items()))}
