@@ -4,6 +4,11 @@ Sections mode follows the paper's reference parser: the first line containing
 "[problem description]" and the first containing "[solution]" (case-insensitive); the
 problem is the lines between them, the solution the lines after. JSON mode expects an
 object with non-empty string fields "problem" and "solution".
+
+The tests variants (tasks/teacher/prompts.py) add a third part: "sections_tests" a
+"[tests]" marker after "[solution]" (the solution is then the lines between the two),
+"json_tests" a string field "tests". A reply without tests is still a pair, with
+`tests=None`: validation counts it as no_tests rather than parsing dropping it here.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Literal
 
 PROBLEM_MARKER = "[problem description]"
 SOLUTION_MARKER = "[solution]"
+TESTS_MARKER = "[tests]"
 
 # Failure reasons, as they appear in the manifest.
 LENGTH_TRUNCATED = "length_truncated"
@@ -33,6 +39,7 @@ JSON_MISSING_FIELD = "json_missing_field"
 class Pair:
     problem: str
     solution: str
+    tests: str | None = None  # only in the tests variants
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,9 @@ class ParseFailure:
 
 
 def parse_reply(
-    content: str | None, finish_reason: str | None, output_format: Literal["sections", "json"] = "sections"
+    content: str | None,
+    finish_reason: str | None,
+    output_format: Literal["sections", "json", "sections_tests", "json_tests"] = "sections",
 ) -> Pair | ParseFailure:
     # A reply cut by max_tokens is never a pair, even when both markers made it in:
     # its solution is unfinished.
@@ -53,7 +62,28 @@ def parse_reply(
         return ParseFailure(EMPTY_REPLY)
     if output_format == "json":
         return _parse_json(content)
+    if output_format == "json_tests":
+        return _parse_json(content, with_tests=True)
+    if output_format == "sections_tests":
+        return _with_tests_section(content)
     return _parse_sections(content)
+
+
+def _with_tests_section(content: str) -> Pair | ParseFailure:
+    """Sections mode on the text before the first "[tests]" line after "[solution]"; tests after it."""
+    lines = content.splitlines()
+    solution_at = _first_line_containing(lines, SOLUTION_MARKER)
+    tests_at = None
+    if solution_at is not None:
+        after = _first_line_containing(lines[solution_at + 1 :], TESTS_MARKER)
+        tests_at = None if after is None else solution_at + 1 + after
+    if tests_at is None:
+        return _parse_sections(content)
+    pair = _parse_sections("\n".join(lines[:tests_at]))
+    if isinstance(pair, ParseFailure):
+        return pair
+    tests = "\n".join(lines[tests_at + 1 :]).strip()
+    return Pair(pair.problem, pair.solution, tests or None)
 
 
 def _parse_sections(content: str) -> Pair | ParseFailure:
@@ -86,7 +116,7 @@ def _first_line_containing(lines: list[str], marker: str) -> int | None:
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*)\n\s*```\s*$", re.DOTALL)
 
 
-def _parse_json(content: str) -> Pair | ParseFailure:
+def _parse_json(content: str, with_tests: bool = False) -> Pair | ParseFailure:
     fenced = _FENCE.match(content)
     text = fenced.group(1) if fenced else content
     try:
@@ -103,4 +133,5 @@ def _parse_json(content: str) -> Pair | ParseFailure:
         return ParseFailure(EMPTY_PROBLEM)
     if not solution:
         return ParseFailure(EMPTY_SOLUTION)
-    return Pair(problem, solution)
+    tests = obj.get("tests") if with_tests else None
+    return Pair(problem, solution, (tests.strip() or None) if isinstance(tests, str) else None)

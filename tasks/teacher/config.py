@@ -37,7 +37,7 @@ class TeacherConfig(FingerprintedConfig):
     model: str
     api_key_env: str = operational("OPENAI_API_KEY", description="environment variable holding the API key ('' for none)")
     api_key_secret_block: str | None = operational(None, description="Prefect Secret block holding the key (wins over env)")
-    output_format: Literal["sections", "json"] = "sections"
+    output_format: Literal["sections", "json", "sections_tests", "json_tests"] = "sections"
     json_response_format: Literal["json_schema", "json_object", "none"] = Field(
         "json_schema", description="response_format sent in JSON mode (json_object: llama.cpp; none: not supported)"
     )

@@ -5,13 +5,18 @@ ise-uiuc/magicoder: SYSTEM in src/magicoder/generate_data.py, data/prompt.txt); 
 part of the method, so they are constants, not options. The JSON mode keeps the paper's
 wording and asks for a JSON object with "problem" and "solution" instead of two marked
 sections; servers that support structured output also get a `response_format` for it.
+
+The tests variants ("sections_tests", "json_tests") are not the paper's: they ask, in the
+same reply, for tests of the solution too (as SelfCodeAlign does), so the validation stage
+(tasks/validation) can run each solution against its own tests in the sandbox.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-OutputFormat = Literal["sections", "json"]
+OutputFormat = Literal["sections", "json", "sections_tests", "json_tests"]
+WITH_TESTS = ("sections_tests", "json_tests")
 ResponseFormatKind = Literal["json_schema", "json_object", "none"]
 
 SYSTEM_PROMPT = (
@@ -46,6 +51,23 @@ Guidelines for each field:
 
 2. "solution": Offer a comprehensive, **correct** solution that accurately addresses the "problem" you provided."""
 
+# What the tests must look like so the sandbox can run them (tasks/sandbox/child.py, "tests" mode).
+_TESTS_GUIDELINE = (
+    "Python tests that check the solution: `assert` statements, `test_*` functions or a unittest.TestCase. "
+    "They run after the solution's code, in the same namespace, with no input and no network; "
+    "they must all pass for a correct solution and should fail for a wrong one."
+)
+
+# The paper's prompt with a third section, [Tests] (the tests variant).
+TESTS_USER_PROMPT_TEMPLATE = USER_PROMPT_TEMPLATE.replace(
+    "two distinct sections: [Problem Description] and [Solution].",
+    "three distinct sections: [Problem Description], [Solution] and [Tests].",
+) + f"\n\n3. [Tests]: {_TESTS_GUIDELINE}"
+
+JSON_TESTS_USER_PROMPT_TEMPLATE = JSON_USER_PROMPT_TEMPLATE.replace(
+    'two string fields: "problem" and "solution".', 'three string fields: "problem", "solution" and "tests".'
+) + f'\n\n3. "tests": {_TESTS_GUIDELINE}'
+
 PAIR_JSON_SCHEMA: dict = {
     "type": "object",
     "properties": {
@@ -57,15 +79,29 @@ PAIR_JSON_SCHEMA: dict = {
 }
 
 
+PAIR_WITH_TESTS_JSON_SCHEMA: dict = {
+    **PAIR_JSON_SCHEMA,
+    "properties": {**PAIR_JSON_SCHEMA["properties"], "tests": {"type": "string"}},
+    "required": ["problem", "solution", "tests"],
+}
+
+_TEMPLATES = {
+    "sections": USER_PROMPT_TEMPLATE,
+    "json": JSON_USER_PROMPT_TEMPLATE,
+    "sections_tests": TESTS_USER_PROMPT_TEMPLATE,
+    "json_tests": JSON_TESTS_USER_PROMPT_TEMPLATE,
+}
+
+
 def user_prompt(snippet: str, output_format: OutputFormat = "sections") -> str:
     # str.replace, not str.format: a snippet may itself contain "{...}" and the template
     # has exactly one placeholder, so the result equals the paper's `template.format(code=...)`.
-    template = JSON_USER_PROMPT_TEMPLATE if output_format == "json" else USER_PROMPT_TEMPLATE
+    template = _TEMPLATES.get(output_format, USER_PROMPT_TEMPLATE)
     return template.replace("{code}", snippet, 1)
 
 
 def build_messages(snippet: str, output_format: OutputFormat = "sections") -> list[dict]:
-    if output_format not in ("sections", "json"):
+    if output_format not in _TEMPLATES:
         raise ValueError(f"unknown output format {output_format!r}")
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
@@ -80,13 +116,14 @@ def response_format(output_format: OutputFormat, kind: ResponseFormatKind = "jso
     "json_schema" (OpenAI, vLLM), "json_object" with the schema inline (llama.cpp's
     server constrains its grammar with it), or "none" for servers that reject the field.
     """
-    if output_format != "json" or kind == "none":
+    if output_format not in ("json", "json_tests") or kind == "none":
         return None
+    schema = PAIR_WITH_TESTS_JSON_SCHEMA if output_format == "json_tests" else PAIR_JSON_SCHEMA
     if kind == "json_object":
-        return {"type": "json_object", "schema": PAIR_JSON_SCHEMA}
+        return {"type": "json_object", "schema": schema}
     if kind == "json_schema":
         return {
             "type": "json_schema",
-            "json_schema": {"name": "oss_instruct_pair", "strict": True, "schema": PAIR_JSON_SCHEMA},
+            "json_schema": {"name": "oss_instruct_pair", "strict": True, "schema": schema},
         }
     raise ValueError(f"unknown response_format kind {kind!r}")

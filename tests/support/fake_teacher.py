@@ -51,6 +51,9 @@ class FakeTeacherOptions:
     # Drawn per request, not per attempt: this request always runs out of tokens.
     rate_length: float = 0.0
     reply_chars: int = 0  # pad each solution to about this many characters (realistic reply sizes)
+    # Prompts that ask for tests (output formats *_tests) get them; the tests of every request
+    # whose seed is a multiple of this are wrong (0: none), so validation drops an exact count.
+    failing_tests_every: int = 4
     fault_salt: str = ""  # change to draw a different fault pattern
 
 
@@ -145,6 +148,17 @@ def make_pair(snippet: str, seed: int, reply_chars: int = 0) -> tuple[str, str]:
         pad = "\n# explanation: the function adds the offset to the running total."
         solution += pad * ((reply_chars - len(solution)) // len(pad))
     return problem, solution
+
+
+def make_tests(snippet: str, seed: int, failing_every: int) -> str:
+    """Assert-based tests of make_pair's solution: right, or wrong when the seed is a multiple of `failing_every`."""
+    tag = hashlib.sha256(f"{seed}\x00{snippet}".encode()).hexdigest()[:10]
+    expected = 3 + seed % 997 + (1 if failing_every and seed % failing_every == 0 else 0)
+    return f"```python\nassert solve_{tag}([1, 2]) == {expected}\nassert solve_{tag}([]) == {seed % 997}\n```"
+
+
+def planted_test_failure(seed: int, failing_every: int = 4) -> bool:
+    return bool(failing_every) and seed % failing_every == 0
 
 
 @dataclass(frozen=True)
@@ -410,11 +424,17 @@ class FakeTeacher:
         """(content, finish_reason): the pair for the request's snippet and seed, in the format
         asked for; cut in half with "length" for the requests drawn to run out of tokens."""
         user_text = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
-        problem, solution = make_pair(_snippet_of(user_text), int(body.get("seed") or 0), self.options.reply_chars)
+        seed = int(body.get("seed") or 0)
+        problem, solution = make_pair(_snippet_of(user_text), seed, self.options.reply_chars)
+        wants_tests = '"tests"' in user_text or "[Tests]" in user_text  # the tests variants' prompts
+        tests = make_tests(_snippet_of(user_text), seed, self.options.failing_tests_every) if wants_tests else None
         if body.get("response_format") is not None or '"problem"' in user_text:
-            content = orjson.dumps({"problem": problem, "solution": solution}).decode()
+            fields = {"problem": problem, "solution": solution, **({"tests": tests} if tests else {})}
+            content = orjson.dumps(fields).decode()
         else:
             content = f"[Problem Description]\n{problem}\n\n[Solution]\n{solution}"
+            if tests:
+                content += f"\n\n[Tests]\n{tests}"
         if _unit(self.options.fault_salt, key, "length") < self.options.rate_length:
             return content[: max(1, len(content) // 2)], "length"
         return content, "stop"
