@@ -1,8 +1,9 @@
 """Validation throughput: programs/s through the hardened sandbox vs a bare loop, same run.
 
 The programs are MBPP's reference solutions with their asserts (974 problems, from
-../shared/benchmarks/mbpp.jsonl). The baseline runs each as `python file.py` (this
-interpreter, no isolation at all), `--workers` at a time; ossforge runs the same pairs
+../shared/benchmarks/mbpp.jsonl). The baselines run each as `python file.py` (this
+interpreter, no isolation at all) and as `python -S file.py` (no site start-up either: the
+fastest bare start), `--workers` at a time; ossforge runs the same pairs
 through the validation step (bubblewrap + warm zygote + a forked, locked-down worker per
 program), the same number at a time, sandbox start-up included. Prints one JSON line.
 
@@ -38,7 +39,7 @@ def load_mbpp(path: Path, limit: int | None) -> list[tuple[str, str]]:
     return pairs
 
 
-def bare_loop(pairs: list[tuple[str, str]], workers: int, tmp: Path) -> tuple[float, int]:
+def bare_loop(pairs: list[tuple[str, str]], workers: int, tmp: Path, flags: tuple[str, ...] = ()) -> tuple[float, int]:
     files = []
     for i, (code, tests) in enumerate(pairs):
         f = tmp / f"prog_{i}.py"
@@ -47,7 +48,7 @@ def bare_loop(pairs: list[tuple[str, str]], workers: int, tmp: Path) -> tuple[fl
 
     def run(f: Path) -> bool:
         try:
-            return subprocess.run([sys.executable, str(f)], cwd=tmp, capture_output=True, timeout=10).returncode == 0
+            return subprocess.run([sys.executable, *flags, str(f)], cwd=tmp, capture_output=True, timeout=10).returncode == 0
         except subprocess.TimeoutExpired:
             return False
 
@@ -75,6 +76,7 @@ def main() -> None:
     pairs = load_mbpp(args.mbpp, args.limit)
     with tempfile.TemporaryDirectory() as tmp:
         bare_s, bare_passed = bare_loop(pairs, args.workers, Path(tmp))
+        nosite_s, nosite_passed = bare_loop(pairs, args.workers, Path(tmp), ("-S",))
     ours_s, ours_passed, summary = sandboxed(pairs, args.workers)
     print(json.dumps({
         "bench": "validation",
@@ -84,11 +86,15 @@ def main() -> None:
         "bare_python_file_s": round(bare_s, 2),
         "bare_programs_per_s": round(len(pairs) / bare_s, 1),
         "bare_passed": bare_passed,
+        "bare_no_site_s": round(nosite_s, 2),
+        "bare_no_site_programs_per_s": round(len(pairs) / nosite_s, 1),
+        "bare_no_site_passed": nosite_passed,
         "sandbox_s": round(ours_s, 2),
         "sandbox_programs_per_s": round(len(pairs) / ours_s, 1),
         "sandbox_passed": ours_passed,
         "sandbox_drops": summary["by_language"].get("python", {}),
         "speedup_vs_bare": round(bare_s / ours_s, 2),
+        "speedup_vs_bare_no_site": round(nosite_s / ours_s, 2),
     }))  # fmt: skip
 
 

@@ -8,8 +8,8 @@ caches; no network (an empty network namespace); its own IPC, UTS and PID namesp
 dies with the process that started it. Its environment is built from nothing here.
 
 Without bubblewrap there is no OS wall between a sample and the user's files, so a
-`Sandbox` refuses to start unless the caller passes `accept_weak=True` (the CLI's
-`--accept-weak-sandbox`); every result then says `isolation: weak`.
+`Sandbox` refuses to start unless the caller passes `accept_weak=True` (configs'
+`accept_weak_sandbox`); every result then says `isolation: weak`.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def require_isolation(accept_weak: bool) -> str:
     if not accept_weak:
         raise SandboxUnavailable(
             f"no OS sandbox for generated code: {problem}. Install it (apt-get install bubblewrap), "
-            "or pass --accept-weak-sandbox to run samples behind Python-level guards only "
-            "(they can then write any file you can)"
+            "or accept the weaker Python-level guards explicitly (accept_weak_sandbox, --accept-weak-sandbox), "
+            "under which samples can write any file you can"
         )
     return "weak"

@@ -83,6 +83,24 @@ def test_a_frame_that_copies_the_harness_format_but_not_its_nonce_fails(sandbox)
 
 
 @pytest.mark.parametrize(
+    "code",
+    [
+        "import os\nos.write(os.open(f'/proc/{os.getppid()}/fd/1', os.O_WRONLY), b'{\"passed\": true}')\n",
+        "import os\nos.write(os.open(f'/proc/{os.getppid()}/fd/0', os.O_WRONLY), b'junk')\n",
+        "import os\nopen(f'/proc/{os.getppid()}/mem', 'rb').read(1)\n",
+        "import os\nos.listdir(f'/proc/{os.getppid()}/fd')\n",
+    ],
+    ids=["zygote-stdout", "zygote-stdin", "zygote-memory", "zygote-fds"],
+)
+def test_the_zygotes_channel_and_memory_are_out_of_reach(sandbox, code):
+    """The zygote is not dumpable: its descriptors and memory are closed to a worker, even
+    through /proc and with every inner guard off."""
+    result = failed(run(sandbox, code, OS_ONLY), "exception")
+    assert "PermissionError" in result["detail"], result
+    assert run(sandbox, "assert True\n")["passed"] is True  # and the channel still works
+
+
+@pytest.mark.parametrize(
     "payload",
     [
         "[1, 2, 3]",  # not an object
