@@ -6,6 +6,7 @@ time and counts in the UI; the work lives in the stage packages.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from tasks.core.config import FingerprintedConfig, operational
 from tasks.decontamination.decontaminate import DecontaminationConfig
 from tasks.decontamination.step import decontaminate_task
 from tasks.dedup.near import NearDedupConfig
-from tasks.dedup.step import exact_dedup_task, near_dedup_clusters_task, near_dedup_signatures_task
+from tasks.dedup.step import ShardDedup, exact_dedup_task, near_dedup_clusters_task, near_dedup_signatures_task
 from tasks.generation.shard import merge_summaries
 from tasks.generation.shard_job import GlobalRateLimit
+from tasks.generation.shard_prep import PrepSettings
 from tasks.generation.step import generate_all
 from tasks.publish.manifest import no_new_seeds_manifest, refresh_manifest
 from tasks.publish.step import publish_task, report_task
@@ -60,6 +62,13 @@ class RefreshConfig(FingerprintedConfig):
         None, description="a Prefect global rate limit shared by every process sending to the teacher"
     )
     report: bool = operational(True, description="publish the markdown report artifact (dataset card, samples, charts)")
+    cleaning_workers: int | None = operational(
+        None, ge=1, description="processes cleaning each landed shard (default: leave a core to the teacher client)"
+    )
+
+    def prep_settings(self) -> PrepSettings:
+        """The cleaning done per shard as it lands (per-row work of the stages that are on)."""
+        return PrepSettings(near_dedup=self.near_dedup, decontamination=self.decontamination)
 
     def parallel(self) -> int:
         """Generation shards in flight: by default enough to keep teacher.concurrency busy."""
@@ -84,19 +93,30 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     out = Path(config.output_dir)
     work = out / ".work"
 
-    seed_paths, seed_stats = sample_seeds_task(
-        config.seeds, work / "seeds", config.generation_shard_size, config.exclude_seed_digests
-    )
-    if not seed_paths and config.exclude_seed_digests:
+    # Seeds stream into generation; each shard is cleaned per row in a worker as it lands.
+    seed_files: asyncio.Queue = asyncio.Queue()
+    sampling = asyncio.ensure_future(sample_seeds_task(
+        config.seeds, work / "seeds", config.generation_shard_size, config.exclude_seed_digests, seed_files
+    ))
+    deduped = ShardDedup(work / "deduped")
+    summaries = []
+    try:
+        async for shard in generate_all(
+            seed_files, config.teacher, work, config.request_cache_path(), config.parallel(), config.prep_settings(),
+            config.teacher_rate_limit, config.shard_deployment, config.seeds.num_seeds, config.cleaning_workers,
+        ):
+            summaries.append(shard)
+            await exact_dedup_task(shard, deduped)  # in seed order, while later shards generate
+    except BaseException:
+        sampling.cancel()  # stops the sampling process too
+        raise
+    seed_stats = await sampling
+    if not summaries and config.exclude_seed_digests:
         get_run_logger().info("no new seeds: %d were generated earlier", seed_stats["dropped"].get(SeedExcluder.REASON, 0))
         return no_new_seeds_manifest(config.model_dump(mode="json"), seed_stats)
 
-    summaries = await generate_all(
-        seed_paths, config.teacher, work, config.request_cache_path(), config.parallel(),
-        config.teacher_rate_limit, config.shard_deployment, expected_replies=seed_stats["out"],
-    )
     teacher_stats, parse_stats, failures = merge_summaries(summaries)
-    rows = exact_dedup_task([s["pairs_path"] for s in summaries], work / "deduped")
+    rows = deduped.staged()
     any_pairs = rows.rows > 0
     stages = {"seeds": seed_stats, "teacher": teacher_stats.as_dict(), "parse": parse_stats.as_dict(),
               "exact_dedup": rows.stats.as_dict()}
@@ -108,7 +128,8 @@ async def refresh_flow(config: RefreshConfig) -> dict:
         rows = near_dedup_clusters_task(rows, signatures, config.near_dedup, work / "near_deduped")
         stages["near_dedup"], audits["near_dedup"] = rows.stats.as_dict(), rows.audit
     if any_pairs and config.decontamination is not None:
-        rows = decontaminate_task(rows, config.decontamination, work / "clean")
+        index = next((s["decontamination_index"] for s in summaries if "decontamination_index" in s), None)
+        rows = decontaminate_task(rows, config.decontamination, work / "clean", index)
         stages["decontaminate"], audits["decontaminate"] = rows.stats.as_dict(), rows.audit
 
     manifest = refresh_manifest(

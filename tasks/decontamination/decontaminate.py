@@ -32,6 +32,8 @@ from tasks.core.stats import StageStats
 from tasks.core.step import StepOutput, run_step
 
 STAGE = "decontaminate"
+# Matches computed ahead (in a worker process, as each generation shard lands) travel in this column.
+CONTAMINATION = "_contamination"
 MATCH_CHUNK_ROWS = 50_000  # rows matched per step call in a dataset pass: enough to keep the workers busy
 REASON_PREFIX = "contaminated_by_"  # + matcher name: the drop reason in stats and audit
 
@@ -167,7 +169,59 @@ def _match_in_worker(payload: bytes) -> dict[str, list[Hit | None]]:
     return _match_table(_WORKER_INDEX, pa.ipc.open_stream(payload).read_all())
 
 
-class Decontaminator:
+class ContaminationFilter:
+    """The decontamination step (tasks/core/step.py) over rows matched ahead: their
+    CONTAMINATION column says which rows go and why; the filter counts what each matcher
+    caught among the rows it sees."""
+
+    stage = STAGE
+
+    def __init__(self) -> None:
+        self._rows_seen = 0
+        self.flagged_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows it flagged
+        self.removed_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows it removed
+
+    def _found(self, table: pa.Table) -> list[str | None]:
+        return table.column(CONTAMINATION).to_pylist()
+
+    def apply(self, table: pa.Table) -> StepOutput:
+        """Kept rows (every column) and the audit of the removed ones."""
+        found = self._found(table)
+        ids = (table.column("id").to_pylist() if "id" in table.column_names
+               else [str(self._rows_seen + i) for i in range(table.num_rows)])
+        self._rows_seen += table.num_rows
+        audit = []
+        for row, record in enumerate(found):
+            if record is None:
+                continue
+            hit = json.loads(record)
+            for benchmark, matcher in hit["flagged"]:
+                self.flagged_by[benchmark][matcher] += 1
+            self.removed_by[hit["benchmark"]][hit["matcher"]] += 1
+            audit.append({
+                "id": ids[row], "stage": STAGE, "reason": REASON_PREFIX + hit["matcher"], "benchmark": hit["benchmark"],
+                "benchmark_item": hit["benchmark_item"], "matcher": hit["matcher"], "matched_span": hit["matched_span"],
+                "problem": _texts(table.slice(row, 1), "problem")[0],
+                "solution": _texts(table.slice(row, 1), "solution")[0],
+            })
+        keep = pa.array([record is None for record in found], type=pa.bool_())
+        kept = table.filter(keep) if table.num_rows else table
+        return StepOutput(kept, pa.Table.from_pylist(audit, schema=AUDIT_SCHEMA))
+
+    def figures(self, index_figures: dict) -> dict:
+        """What was checked (`index_figures`, from the index that matched) and what each
+        matcher caught (the stage's `extra`)."""
+        matchers = index_figures["matchers"]
+        return {
+            "matchers": matchers,
+            "removed": {b: dict(c) for b, c in sorted(self.removed_by.items())},
+            "flagged": {b: dict(c) for b, c in sorted(self.flagged_by.items())},
+            "flagged_per_matcher": {m: sum(c[m] for c in self.flagged_by.values()) for m in matchers},
+            **{k: v for k, v in index_figures.items() if k != "matchers"},
+        }
+
+
+class Decontaminator(ContaminationFilter):
     """The decontamination step (tasks/core/step.py): one index and one worker pool for as
     many tables as a dataset has.
 
@@ -178,14 +232,12 @@ class Decontaminator:
     stage = STAGE
 
     def __init__(self, cfg: DecontaminationConfig):
+        super().__init__()
         self.cfg = cfg
         started = time.perf_counter()
         self.index = build_index(cfg)
         self.setup_seconds = time.perf_counter() - started  # loading benchmarks, building the index
         self._pool: ProcessPoolExecutor | None = None
-        self._rows_seen = 0
-        self.flagged_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows it flagged
-        self.removed_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows it removed
 
     def __enter__(self) -> "Decontaminator":
         return self
@@ -216,51 +268,48 @@ class Decontaminator:
             parts = [f.result() for f in futures]
         return {name: [hit for part in parts for hit in part[name]] for name in self.index.matchers}
 
-    def apply(self, table: pa.Table) -> StepOutput:
-        """Kept rows (every column) and the audit of the removed ones."""
+    def contamination_column(self, table: pa.Table) -> pa.Array:
+        """Per row: null when no matcher flags it, else JSON naming the first hit (benchmark,
+        item, matcher, span) and every (benchmark, matcher) that flagged it. Row by row, so
+        it can be computed ahead (in a worker, as each generation shard lands) and applied later."""
         for column in ("problem", "solution"):
             if table.num_rows and column not in table.column_names:  # an empty table may have no columns
                 raise UserError(f"input has no {column!r} column (columns: {', '.join(table.column_names)})")
         hits = self._run_matchers(table) if table.num_rows else {}
-        ids = (table.column("id").to_pylist() if "id" in table.column_names
-               else [str(self._rows_seen + i) for i in range(table.num_rows)])
-        self._rows_seen += table.num_rows
-        keep, audit = [], []
+        out: list[str | None] = []
         for row in range(table.num_rows):
-            first = None
-            for name in self.index.matchers:
-                hit = hits[name][row]
-                if hit is not None:
-                    self.flagged_by[self.index.items[hit.item].benchmark][name] += 1
-                    first = first or hit
-            keep.append(first is None)
-            if first is None:
+            row_hits = [(name, hits[name][row]) for name in self.index.matchers if hits[name][row] is not None]
+            if not row_hits:
+                out.append(None)
                 continue
+            first = row_hits[0][1]
             item = self.index.items[first.item]
-            self.removed_by[item.benchmark][first.matcher] += 1
-            audit.append({
-                "id": ids[row], "stage": STAGE, "reason": REASON_PREFIX + first.matcher, "benchmark": item.benchmark,
-                "benchmark_item": item.item_id, "matcher": first.matcher, "matched_span": first.span,
-                "problem": _texts(table.slice(row, 1), "problem")[0],
-                "solution": _texts(table.slice(row, 1), "solution")[0],
-            })
-        kept = table.filter(pa.array(keep, type=pa.bool_())) if table.num_rows else table
-        return StepOutput(kept, pa.Table.from_pylist(audit, schema=AUDIT_SCHEMA))
+            out.append(json.dumps({
+                "benchmark": item.benchmark, "benchmark_item": item.item_id, "matcher": first.matcher,
+                "matched_span": first.span,
+                "flagged": [[self.index.items[hit.item].benchmark, name] for name, hit in row_hits],
+            }))
+        return pa.array(out, pa.string())
 
-    def figures(self) -> dict:
-        """What was checked and what each matcher caught (the stage's `extra`)."""
-        matchers = list(self.index.matchers)
+    def _found(self, table: pa.Table) -> list[str | None]:
+        # Rows matched ahead carry their matches; the others are matched now.
+        if CONTAMINATION in table.column_names:
+            return super()._found(table)
+        return self.contamination_column(table).to_pylist()
+
+    def index_figures(self) -> dict:
+        """What this index checks: matchers, whitelisted strings, benchmarks loaded and missing."""
         return {
-            "matchers": matchers,
-            "removed": {b: dict(c) for b, c in sorted(self.removed_by.items())},
-            "flagged": {b: dict(c) for b, c in sorted(self.flagged_by.items())},
-            "flagged_per_matcher": {m: sum(c[m] for c in self.flagged_by.values()) for m in matchers},
+            "matchers": list(self.index.matchers),
             "whitelisted_strings": {name: m.whitelisted for name, m in self.index.matchers.items()},
             **self.index.benchmarks.summary(),
         }
 
+    def figures(self, index_figures: dict | None = None) -> dict:
+        return super().figures(index_figures or self.index_figures())
 
-# --- the step -----------------------------------------------------------------------------
+
+# --- one table at a time ---------------------------------------------------------------
 
 
 def decontaminate(table: pa.Table, cfg: DecontaminationConfig | None = None

@@ -9,16 +9,30 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.parquet_io import rebatch
 from tasks.core.sources import StagedRows, apply_to_files, counts_line, read_files
-from tasks.decontamination.decontaminate import MATCH_CHUNK_ROWS, DecontaminationConfig, Decontaminator
+from tasks.core.stats import StageStats
+from tasks.decontamination.decontaminate import (
+    MATCH_CHUNK_ROWS, STAGE, ContaminationFilter, DecontaminationConfig, Decontaminator,
+)
 
 
 @task(name="decontaminate", cache_policy=NO_CACHE)
-def decontaminate_task(rows: StagedRows, cfg: DecontaminationConfig, out_dir: Path) -> StagedRows:
-    """Remove rows that contain a benchmark problem (matchers in worker processes)."""
-    with Decontaminator(cfg) as step:
-        stats = step.new_stats()
-        staged = apply_to_files(step, rebatch(read_files(rows.files), MATCH_CHUNK_ROWS), out_dir, stats)
-        stats.extra = step.figures()
+def decontaminate_task(
+    rows: StagedRows, cfg: DecontaminationConfig, out_dir: Path, index_figures: dict | None = None
+) -> StagedRows:
+    """Remove rows that contain a benchmark problem. Rows matched ahead (as their generation
+    shard landed; `index_figures` says what that index checked) are only filtered here;
+    others are matched now, in worker processes."""
+    tables = rebatch(read_files(rows.files), MATCH_CHUNK_ROWS)
+    if index_figures is not None:
+        step = ContaminationFilter()
+        stats = StageStats(STAGE)
+        staged = apply_to_files(step, tables, out_dir, stats)
+        stats.extra = step.figures(index_figures)
+    else:
+        with Decontaminator(cfg) as step:
+            stats = step.new_stats()
+            staged = apply_to_files(step, tables, out_dir, stats)
+            stats.extra = step.figures()
     logger = get_run_logger()
     logger.info(counts_line(stats))
     if stats.extra.get("missing"):

@@ -16,6 +16,9 @@ import pyarrow.compute as pc
 from tasks.core.step import StepOutput, audit_rows
 
 STAGE = "exact_dedup"
+# Digests computed ahead (in a worker process, as each generation shard lands) travel in
+# this column; the step uses them instead of hashing the texts again.
+PAIR_DIGEST = "_pair_digest"
 
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
@@ -28,6 +31,12 @@ def normalise(text: str) -> str:
 def pair_digest(problem: str, solution: str) -> bytes:
     payload = normalise(problem) + "\x00" + normalise(solution)
     return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).digest()
+
+
+def pair_digests(table: pa.Table) -> pa.Array:
+    """The digest of every row's (problem, solution), as a binary(16) column."""
+    problems, solutions = table.column("problem").to_pylist(), table.column("solution").to_pylist()
+    return pa.array([pair_digest(p, s) for p, s in zip(problems, solutions)], pa.binary(16))
 
 
 class ExactDeduper:
@@ -43,11 +52,12 @@ class ExactDeduper:
 
     def apply(self, table: pa.Table) -> StepOutput:
         ids = table.column("id").to_pylist()
+        if PAIR_DIGEST in table.column_names:
+            digests = table.column(PAIR_DIGEST).to_pylist()
+        else:
+            digests = pair_digests(table).to_pylist()
         dropped, first_ids = [], []
-        for row_id, problem, solution in zip(
-            ids, table.column("problem").to_pylist(), table.column("solution").to_pylist()
-        ):
-            digest = pair_digest(problem, solution)
+        for row_id, digest in zip(ids, digests):
             first = self.seen.get(digest)
             if first is None:
                 self.seen[digest] = row_id

@@ -372,6 +372,42 @@ def compute_signatures(source: RowSource, cfg: NearDedupConfig) -> Signatures:
     return Signatures(ids, sigs, np.concatenate(seed_index) if by_seed else None, time.perf_counter() - started)
 
 
+# Signatures computed ahead (in a worker process, as each generation shard lands) travel
+# in this column, so the refresh's signature phase only collects them.
+MINHASH = "_minhash"
+
+
+def signature_column(table: pa.Table, cfg: NearDedupConfig) -> pa.FixedSizeListArray:
+    """Every row's signature (in this process), as a fixed-size list column."""
+    sigs = np.zeros((0, cfg.num_perm), np.uint32)
+    if table.num_rows:
+        (sigs,) = signature_chunks(
+            [_text_columns(table, cfg.fields)], cfg.num_perm, cfg.ngram, cfg.seed, cfg.canonicalize_identifiers,
+            workers=1,
+        )
+    sigs = np.ascontiguousarray(sigs, dtype=np.uint32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(sigs.reshape(-1)), cfg.num_perm)
+
+
+def collect_signatures(source: RowSource, cfg: NearDedupConfig) -> Signatures:
+    """Signatures from the MINHASH column of rows signed ahead, read chunk by chunk."""
+    started = time.perf_counter()
+    ids, sigs, seed_index = [], [], []
+    for chunk in source.chunks(columns=("id", "seed_index", MINHASH)):
+        if MINHASH not in chunk.column_names:
+            raise ValueError(f"rows were not signed ahead: no {MINHASH} column")
+        ids.append(pc.cast(chunk["id"], pa.string()).combine_chunks())
+        flat = chunk[MINHASH].combine_chunks()
+        sigs.append(flat.values.to_numpy(zero_copy_only=False).reshape(len(flat), cfg.num_perm))
+        seed_index.append(pc.fill_null(chunk["seed_index"], np.iinfo(np.int64).max).to_numpy().astype(np.int64))
+    return Signatures(
+        pa.concat_arrays(ids) if ids else pa.array([], pa.string()),
+        np.concatenate(sigs).astype(np.uint32, copy=False) if sigs else np.zeros((0, cfg.num_perm), np.uint32),
+        np.concatenate(seed_index) if seed_index else None,
+        time.perf_counter() - started,
+    )
+
+
 # --- phase 2: candidate pairs, checked into duplicate edges -------------------------------
 @dataclass
 class CandidateEdges:

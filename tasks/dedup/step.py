@@ -1,34 +1,73 @@
-"""The dedup stages as Prefect task runs: `exact-dedup`, `near-dedup-signatures`,
-`near-dedup-clusters`. Each logs its counts; the work is in exact.py and near.py."""
+"""The dedup stages as Prefect task runs: `exact-dedup` (one per generation shard, in seed
+order, as shards land), `near-dedup-signatures` and `near-dedup-clusters` (once, at the
+end). Each logs its counts; the work is in exact.py and near.py."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.core.sources import FileSource, StagedRows, apply_to_files, counts_line, read_files
+from tasks.core.parquet_io import write_parquet_atomic
+from tasks.core.schema import AUDIT_SCHEMA
+from tasks.core.sources import FileSource, StagedRows, apply_to_files, counts_line
 from tasks.core.stats import StageStats
+from tasks.core.step import StepOutput, run_step
 from tasks.dedup.exact import STAGE as EXACT_STAGE, ExactDeduper
-from tasks.dedup.near import NearDedupConfig, Signatures, candidate_edges, compute_signatures, decide_clusters
+from tasks.dedup.near import (
+    MINHASH, NearDedupConfig, Signatures, candidate_edges, collect_signatures, compute_signatures, decide_clusters,
+)
 
 # Rows move between these tasks as files on disk; their inputs are never worth hashing.
 
 
-@task(name="exact-dedup", cache_policy=NO_CACHE)
-def exact_dedup_task(pair_files: list[str], out_dir: Path) -> StagedRows:
-    """Drop exact copies of an earlier (problem, solution), the files read in seed order,
+class ShardDedup:
+    """Exact dedup of shards fed in seed order as they land, with one running digest set,
     so which copy is first does not depend on which shard finished first."""
-    staged = apply_to_files(ExactDeduper(), read_files(pair_files), out_dir, StageStats(EXACT_STAGE))
-    get_run_logger().info(counts_line(staged.stats))
-    return staged
+
+    def __init__(self, out_dir: Path):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob("*.parquet"):
+            stale.unlink()
+        self.out_dir = out_dir
+        self.step = ExactDeduper()
+        self.stats = StageStats(EXACT_STAGE)
+        self.files: list[str] = []
+        self.audits: list[pa.Table] = []
+
+    def add(self, path: str) -> StepOutput:
+        out = run_step(self.step, pq.read_table(path), self.stats)
+        self.files.append(str(write_parquet_atomic(out.kept, self.out_dir / Path(path).name)))
+        self.audits.append(out.audit)
+        return out
+
+    def staged(self) -> StagedRows:
+        audit = pa.concat_tables(self.audits) if self.audits else AUDIT_SCHEMA.empty_table()
+        return StagedRows(self.files, self.stats, audit)
+
+
+@task(name="exact-dedup", cache_policy=NO_CACHE)
+async def exact_dedup_task(shard: dict, dedup: ShardDedup) -> None:
+    """One landed shard against every earlier one (digests computed in its clean-shard run);
+    in a thread, so the event loop keeps serving the teacher."""
+    out = await asyncio.to_thread(dedup.add, shard["prepared_path"])
+    get_run_logger().info(
+        "%s: %d in, %d kept; %s", shard["shard"], out.kept.num_rows + out.audit.num_rows, out.kept.num_rows,
+        counts_line(dedup.stats),
+    )
 
 
 @task(name="near-dedup-signatures", cache_policy=NO_CACHE)
 def near_dedup_signatures_task(rows: StagedRows, cfg: NearDedupConfig) -> Signatures:
-    """MinHash signatures of every row (worker processes inside this one task run)."""
-    signatures = compute_signatures(FileSource(_rows_dir(rows), cfg.fields), cfg)
+    """MinHash signatures of every row: collected when the rows were signed ahead (as their
+    generation shard landed), else computed (worker processes inside this one task run)."""
+    source = FileSource(_rows_dir(rows), cfg.fields)
+    signed_ahead = MINHASH in pq.read_schema(rows.files[0]).names
+    signatures = collect_signatures(source, cfg) if signed_ahead else compute_signatures(source, cfg)
     get_run_logger().info("signed %d rows in %.1f s", len(signatures), signatures.seconds)
     return signatures
 

@@ -6,6 +6,7 @@ Every seed of the shard ends either as a pair row in `pairs_path` or as a failur
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
@@ -68,9 +69,19 @@ def build_pair_rows(seeds: pa.Table, replies, teacher_cfg) -> tuple[list[dict], 
 
 
 async def generate_shard(seeds_path: Path, session, teacher_cfg, pairs_path: Path, failures_path: Path) -> dict:
-    """Send one shard's seeds to the teacher and stage what comes back. Returns a JSON-able summary."""
-    seeds = pq.read_table(seeds_path)
+    """Send one shard's seeds to the teacher and stage what comes back. Returns a JSON-able summary.
+
+    Reading seeds, parsing replies and writing Parquet run in a thread: the event loop
+    keeps answering the other shards' in-flight requests meanwhile."""
+    seeds = await asyncio.to_thread(pq.read_table, seeds_path)
     replies, session_stats = await session.complete_shard(seeds)
+    return await asyncio.to_thread(
+        _stage_replies, seeds_path, seeds, replies, session_stats, teacher_cfg, pairs_path, failures_path
+    )
+
+
+def _stage_replies(seeds_path: Path, seeds: pa.Table, replies, session_stats, teacher_cfg, pairs_path: Path,
+                   failures_path: Path) -> dict:
     pairs, failures, teacher_stats, parse_stats = build_pair_rows(seeds, replies, teacher_cfg)
     teacher_stats.seconds = session_stats.seconds
     teacher_stats.extra = session_stats.extra

@@ -1,26 +1,33 @@
-"""The generation stage as Prefect task runs: one `generate-shard` task run per seed shard.
+"""The generation stage as Prefect task runs: per seed shard, `generate-shard` (the teacher)
+then `clean-shard` (the per-row cleaning that needs only that shard, in a worker process).
 
 A task run is a shard of seeds (hundreds to thousands of teacher requests, fanned out with
-asyncio inside it), never one request. Shards run in this process over one teacher
-session, or each as a flow run of the shard deployment (flows/shard_worker.py) on any
-worker of its pool.
+asyncio inside it), never one request. Shards start as the seed sampler writes them, and
+run in this process over one teacher session, or each as a flow run of the shard
+deployment (flows/shard_worker.py) on any worker of its pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-from prefect.cache_policies import INPUTS
+from prefect.cache_policies import INPUTS, NO_CACHE
 
 from tasks.core import progress
 from tasks.core.errors import UserError
 from tasks.core.parquet_io import file_sha256
 from tasks.generation.shard import generate_shard
 from tasks.generation.shard_job import GlobalRateLimit, ShardJob, summary_path
+from tasks.generation.prep_worker import prepare_shard
+from tasks.generation.shard_prep import PrepSettings, prep_pool, prepared_path
 from tasks.teacher.limits import prefect_rate_limit_permits
 from tasks.teacher.session import TeacherConfig, TeacherSession
 
@@ -90,47 +97,96 @@ async def ensure_rate_limit(limit: GlobalRateLimit) -> None:
         )
 
 
+@task(name="clean-shard", cache_policy=NO_CACHE)
+async def clean_shard_task(summary: dict, work_dir: Path, pool: Executor) -> dict:
+    """The per-row cleaning of one landed shard (exact-dedup digests, near-dedup signatures,
+    benchmark matches) in a worker process; the decisions come later."""
+    out = prepared_path(work_dir, summary["shard"])
+    loop = asyncio.get_running_loop()
+    result = await loop.run_in_executor(pool, prepare_shard, summary["pairs_path"], str(out))
+    get_run_logger().info(
+        "%s: %d pairs %s; CPU s %s", summary["shard"], summary["pairs"],
+        "already prepared" if result["reused"] else "prepared", result.get("cpu_seconds", {}),
+    )
+    index = {"decontamination_index": result["decontamination_index"]} if "decontamination_index" in result else {}
+    return {**summary, "prepared_path": str(out), "prep_cpu_seconds": result.get("cpu_seconds", {}), **index}
+
+
 async def generate_all(
-    seed_paths: list[str],
+    shards: asyncio.Queue,
     teacher: TeacherConfig,
     work_dir: Path,
     cache_path: Path,
     parallel: int,
+    settings: PrepSettings,
     rate_limit: GlobalRateLimit | None = None,
     shard_deployment: str | None = None,
     expected_replies: int | None = None,
-) -> list[dict]:
-    """Every shard through the teacher, `parallel` shards in flight; summaries in seed order."""
+    prep_workers: int | None = None,
+) -> AsyncIterator[dict]:
+    """Every seed shard put on `shards` (until END_OF_SEEDS) through the teacher, `parallel`
+    shards in flight, each landed shard cleaned per row in a worker process while the
+    teacher answers the next ones. Yields the shard summaries in seed order, each as soon
+    as it and every shard before it are cleaned."""
     progress_id = await acreate_progress_artifact(0.0, key=PROGRESS_KEY, description="Generation shards finished")
     done = 0
-    gate = asyncio.Semaphore(parallel)
+    announced = 0
+    gate = asyncio.Semaphore(parallel)  # back-pressure: seeds wait on disk, not in memory
     if rate_limit is not None:
         await ensure_rate_limit(rate_limit)
 
     async def finished() -> None:
         nonlocal done
         done += 1
-        progress.report("shards", 1, total=len(seed_paths))
-        await aupdate_progress_artifact(progress_id, 100.0 * done / max(1, len(seed_paths)))
+        progress.report("shards", 1, total=max(announced, done))
+        await aupdate_progress_artifact(progress_id, 100.0 * done / max(1, announced))
 
-    if shard_deployment:
-        return await _generate_on_workers(
-            seed_paths, teacher, work_dir, cache_path, rate_limit, shard_deployment, gate, finished
-        )
+    async with contextlib.AsyncExitStack() as stack:
+        pool = stack.enter_context(prep_pool(settings, prep_workers))
+        if shard_deployment:
+            await _check_deployment(shard_deployment)
+            generate = functools.partial(
+                _shard_on_worker, teacher=teacher, work_dir=work_dir, cache_path=cache_path, rate_limit=rate_limit,
+                deployment=shard_deployment,
+            )
+        else:
+            permits = prefect_rate_limit_permits(rate_limit.name, rate_limit.batch_size()) if rate_limit else None
+            session = await stack.enter_async_context(TeacherSession(teacher, cache_path=cache_path, permits=permits))
+            session.expected_replies = expected_replies  # the CLI bar's total
 
-    permits = prefect_rate_limit_permits(rate_limit.name, rate_limit.batch_size()) if rate_limit is not None else None
-    async with TeacherSession(teacher, cache_path=cache_path, permits=permits) as session:
-        session.expected_replies = expected_replies  # the CLI bar's total
+            async def generate(path: str) -> dict:
+                shard_task = cached_shard_task(work_dir, path)
+                return await shard_task(path, file_sha256(path), teacher, str(work_dir), session=session)
 
         async def one(path: str) -> dict:
             async with gate:
-                summary = await cached_shard_task(work_dir, path)(
-                    path, file_sha256(path), teacher, str(work_dir), session=session
-                )
+                summary = await generate(path)
             await finished()
-            return summary
+            return await clean_shard_task(summary, work_dir, pool)
 
-        return list(await asyncio.gather(*(one(p) for p in seed_paths)))
+        # Shards start as their seed files arrive; their summaries leave in seed order.
+        running: asyncio.Queue = asyncio.Queue()
+        started: list[asyncio.Future] = []
+
+        async def start_shards() -> None:
+            nonlocal announced
+            try:
+                while (path := await shards.get()) is not None:
+                    announced += 1
+                    started.append(asyncio.ensure_future(one(path)))
+                    running.put_nowait(started[-1])
+            finally:
+                running.put_nowait(None)
+
+        starter = asyncio.ensure_future(start_shards())
+        try:
+            while (shard := await running.get()) is not None:
+                yield await shard
+            await starter
+        finally:
+            for pending in [starter, *started]:
+                pending.cancel()
+            await asyncio.gather(starter, *started, return_exceptions=True)
 
 
 async def _check_deployment(name: str) -> None:
@@ -146,9 +202,8 @@ async def _check_deployment(name: str) -> None:
             ) from None
 
 
-async def _generate_on_workers(seed_paths, teacher, work_dir: Path, cache_path: Path, rate_limit, deployment: str,
-                               gate, finished):
-    """Each shard as a flow run of the shard deployment, picked up by any worker of its pool.
+async def _shard_on_worker(path: str, teacher, work_dir: Path, cache_path: Path, rate_limit, deployment: str) -> dict:
+    """One shard as a flow run of the shard deployment, picked up by any worker of its pool.
 
     The workers share the filesystem (seed files, staged pairs, the reply cache) and the
     teacher budget (the global rate limit). A shard's summary comes back as a JSON file,
@@ -159,32 +214,24 @@ async def _generate_on_workers(seed_paths, teacher, work_dir: Path, cache_path: 
     from prefect.runtime import flow_run as current_run
 
     parent = current_run.get_id() or "local"
-    await _check_deployment(deployment)
-
-    async def one(path: str) -> dict:
-        name = Path(path).stem
-        job = ShardJob(
-            seeds_path=str(Path(path).resolve()),
-            seeds_sha256=file_sha256(path),
-            teacher=teacher,
-            work_dir=str(work_dir.resolve()),
-            cache_path=str(cache_path.resolve()),
-            rate_limit=rate_limit,
-        )
-        async with gate:
-            run = await run_deployment(
-                deployment,
-                parameters={"job": job.model_dump(mode="json")},
-                flow_run_name=f"{name}",
-                idempotency_key=f"{parent}:{name}:{job.seeds_sha256[:16]}",
-                timeout=None,
-                poll_interval=1,
-            )
-        if run.state is None or not run.state.is_completed():
-            state = run.state.name if run.state else "unknown"
-            raise RuntimeError(f"shard {name} ended {state} (flow run {run.id})")
-        summary = json.loads(Path(summary_path(job.work_dir, name)).read_text())
-        await finished()
-        return summary
-
-    return list(await asyncio.gather(*(one(p) for p in seed_paths)))
+    name = Path(path).stem
+    job = ShardJob(
+        seeds_path=str(Path(path).resolve()),
+        seeds_sha256=file_sha256(path),
+        teacher=teacher,
+        work_dir=str(work_dir.resolve()),
+        cache_path=str(cache_path.resolve()),
+        rate_limit=rate_limit,
+    )
+    run = await run_deployment(
+        deployment,
+        parameters={"job": job.model_dump(mode="json")},
+        flow_run_name=f"{name}",
+        idempotency_key=f"{parent}:{name}:{job.seeds_sha256[:16]}",
+        timeout=None,
+        poll_interval=1,
+    )
+    if run.state is None or not run.state.is_completed():
+        state = run.state.name if run.state else "unknown"
+        raise RuntimeError(f"shard {name} ended {state} (flow run {run.id})")
+    return json.loads(Path(summary_path(job.work_dir, name)).read_text())

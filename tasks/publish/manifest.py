@@ -38,6 +38,15 @@ def usage(summaries: list[dict], prices: tuple) -> dict:
     }
 
 
+def prepared_cpu_seconds(summaries: list[dict]) -> dict:
+    """CPU seconds per stage spent on rows in the shard workers, as each shard landed."""
+    total: dict[str, float] = {}
+    for s in summaries:
+        for stage, seconds in s.get("prep_cpu_seconds", {}).items():
+            total[stage] = round(total.get(stage, 0.0) + seconds, 3)
+    return total
+
+
 def refresh_manifest(
     config: dict, fingerprint: str, stages: dict[str, dict], summaries: list[dict], rows: int, prices: tuple,
     flow_run_id: str | None, total_seconds: float,
@@ -55,6 +64,7 @@ def refresh_manifest(
         "accounting": accounting(stages, rows),
         "usage": usage(summaries, prices),
         "seconds": seconds,
+        "prepared_cpu_seconds": prepared_cpu_seconds(summaries),
     }
 
 

@@ -102,7 +102,7 @@ def test_near_dedup_plan_is_a_step_over_the_rows_in_order():
 def test_seed_exclusion_is_a_step_counted_in_the_seeds_stage(tmp_path):
     from tasks.publish.versions import VersionStore
     from tasks.seeds.exclusion import SeedExcluder
-    from tasks.seeds.step import chained
+    from tasks.seeds.stream import chained
 
     seeds = pa.table({"seed_index": [0, 1, 2], "lang": ["python"] * 3, "seed": ["a = 1", "b = 2", "c = 3"]})
     store = VersionStore(tmp_path)

@@ -137,12 +137,15 @@ def test_refresh_end_to_end(prefect_server, teacher, tmp_path, shared_benchmarks
     assert {a.key for a in arts} == {"refresh-summary", "refresh-shards"}
 
     # Every stage is its own task run in the UI, named as a user knows it, Completed.
-    stage_names = {"sample-seeds", "generate-shard", "exact-dedup", "near-dedup-signatures", "near-dedup-clusters",
-                   "decontaminate", "publish", "report"}
+    stage_names = {"sample-seeds", "generate-shard", "clean-shard", "exact-dedup", "near-dedup-signatures",
+                   "near-dedup-clusters", "decontaminate", "publish", "report"}
     task_runs = asyncio.run(task_runs_of(manifest["prefect_flow_run_id"], stage_names))
     assert stage_names <= set(task_runs), sorted(task_runs)
     assert all(state == "COMPLETED" for states in task_runs.values() for state in states), task_runs
     assert len(task_runs["generate-shard"]) == len(list((out / ".work" / "seeds").glob("shard-*.parquet")))
+    assert len(task_runs["clean-shard"]) == len(task_runs["generate-shard"])
+    # The per-row cleaning was done per shard in the workers and only collected at the end.
+    assert set(manifest["prepared_cpu_seconds"]) == {"exact_dedup", "near_dedup", "decontaminate"}
 
     # A second run with the same config sends no request and writes the same rows.
     before = server.counters.requests
