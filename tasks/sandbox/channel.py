@@ -112,27 +112,6 @@ def _group(value, field: str) -> dict:
     }
 
 
-# field -> checker; a result may hold only these.
-_RESULT_FIELDS = {
-    "passed": _flag,
-    "error": _kind,
-    "detail": _text,
-    "stderr": _text,
-    "tests_run": _count,
-    "guards": _names,
-    "seconds": _seconds,
-    "exit_code": lambda v, f: _exit_code(v, f),
-    "groups": lambda v, f: _groups(v, f),
-    "input_seconds": lambda v, f: _input_seconds(v, f),
-}
-
-
-def _exit_code(value, field: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not -255 <= value <= 255:
-        raise ChannelError(f"{field}: expected an exit status")
-    return value
-
-
 def _groups(value, field: str) -> dict:
     if not isinstance(value, dict) or len(value) > 16:
         raise ChannelError(f"{field}: malformed groups")
@@ -148,6 +127,27 @@ def _input_seconds(value, field: str) -> dict:
             raise ChannelError(f"{field}.{k}: expected a list")
         out[_kind(k, field)] = [_seconds(s, f"{field}.{k}") for s in v]
     return out
+
+
+def _exit_code(value, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not -255 <= value <= 255:
+        raise ChannelError(f"{field}: expected an exit status")
+    return value
+
+
+# field -> checker; a result may hold only these.
+_RESULT_FIELDS = {
+    "passed": _flag,
+    "error": _kind,
+    "detail": _text,
+    "stderr": _text,
+    "tests_run": _count,
+    "guards": _names,
+    "seconds": _seconds,
+    "exit_code": _exit_code,
+    "groups": _groups,
+    "input_seconds": _input_seconds,
+}
 
 
 def checked_result(obj) -> dict:

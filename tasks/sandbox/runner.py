@@ -32,13 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tasks.sandbox import channel
+from tasks.sandbox.child import ALL_GUARDS
 from tasks.sandbox.isolation import SCRATCH, SandboxUnavailable, bwrap_argv, require_isolation, sandbox_env, zygote_argv
 
 __all__ = ["Sandbox", "SandboxLimits", "SandboxUnavailable", "default_workers", "probe_guards", "run_many",
            "run_sandboxed"]  # fmt: skip
 
 log = logging.getLogger("ossforge.sandbox")
-ALL_GUARDS = ("rlimits", "netns", "seccomp", "reliability_guard")
 ZYGOTE_MARGIN_SECONDS = 30.0  # beyond a job's own deadline, before the host gives up on a zygote
 
 
@@ -202,12 +202,11 @@ class Sandbox:
         "isolation"; an oracle job's outputs come back as opaque bytes in "blob".
         """
         job = self._prepared(job, timeout)
-        max_blob = self.limits.oracle_blob_bytes if job["mode"] == "oracle" else 0
         zygote = self._idle.get()
         try:
             if zygote is None:
                 zygote = self._start()  # a sandbox that cannot start raises: nothing can be validated
-            result, blob = zygote.run(job, timeout, max_blob, self.limits.startup_seconds)
+            result, blob = zygote.run(job, timeout, job["max_blob"], self.limits.startup_seconds)
         except _ZygoteBroken as exc:
             if zygote is not None:
                 self._retire(zygote)
