@@ -22,7 +22,7 @@ from tasks.dedup.step import ShardDedup, exact_dedup_task, near_dedup_clusters_t
 from tasks.generation.shard import merge_summaries
 from tasks.generation.shard_job import GlobalRateLimit
 from tasks.generation.shard_prep import PrepSettings
-from tasks.generation.step import generate_all
+from tasks.generation.step import generate_all, known_in_workers
 from tasks.publish.manifest import no_new_seeds_manifest, refresh_manifest
 from tasks.publish.step import publish_task, report_task
 from tasks.seeds.exclusion import SeedExcluder
@@ -116,6 +116,7 @@ async def refresh_flow(config: RefreshConfig) -> dict:
         return no_new_seeds_manifest(config.model_dump(mode="json"), seed_stats)
 
     teacher_stats, parse_stats, failures = merge_summaries(summaries)
+    ahead = known_in_workers(summaries)  # what the shard workers' index and LSH settings are
     rows = deduped.staged()
     any_pairs = rows.rows > 0
     stages = {"seeds": seed_stats, "teacher": teacher_stats.as_dict(), "parse": parse_stats.as_dict(),
@@ -124,12 +125,11 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     # Validation (tasks/validation, executing each solution in the sandbox) goes here.
 
     if any_pairs and config.near_dedup is not None:
-        signatures = near_dedup_signatures_task(rows, config.near_dedup)
+        signatures = near_dedup_signatures_task(rows, config.near_dedup, ahead.get("near_dedup_lsh"))
         rows = near_dedup_clusters_task(rows, signatures, config.near_dedup, work / "near_deduped")
         stages["near_dedup"], audits["near_dedup"] = rows.stats.as_dict(), rows.audit
     if any_pairs and config.decontamination is not None:
-        index = next((s["decontamination_index"] for s in summaries if "decontamination_index" in s), None)
-        rows = decontaminate_task(rows, config.decontamination, work / "clean", index)
+        rows = decontaminate_task(rows, config.decontamination, work / "clean", ahead.get("decontamination_index"))
         stages["decontaminate"], audits["decontaminate"] = rows.stats.as_dict(), rows.audit
 
     manifest = refresh_manifest(

@@ -145,11 +145,30 @@ def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig) -
         shingle_set_chunks(texts_of_wanted(), cfg.ngram, cfg.canonicalize_identifiers, workers)
     ):
         sets.update(zip(order[k].tolist(), chunk_sets))
+    return _set_jaccard(pairs, wanted, [sets[i] for i in wanted.tolist()])
+
+
+def _set_jaccard(pairs: np.ndarray, rows: np.ndarray, sets: list[np.ndarray], batch: int = 1 << 16) -> np.ndarray:
+    """Jaccard of sets[rows == i] and sets[rows == j] for each pair (i, j) of row numbers
+    (`rows` sorted, each set of unique values). The sets become the rows of one sparse 0/1
+    matrix, so each intersection is a row-wise product done in C: per pair in Python
+    (np.intersect1d) it cost ~100 us, which templated data with dense duplicate clusters
+    turns into seconds."""
+    from scipy.sparse import csr_matrix
+
+    sizes = np.array([len(x) for x in sets], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(sizes)])
+    values = np.concatenate(sets) if len(sets) else np.zeros(0, np.uint64)
+    _, columns = np.unique(values, return_inverse=True)
+    shape = (len(sets), int(columns.max(initial=-1)) + 1)
+    matrix = csr_matrix((np.ones(len(values), np.int32), columns.ravel(), indptr), shape=shape)
+    left, right = np.searchsorted(rows, pairs[:, 0]), np.searchsorted(rows, pairs[:, 1])
     out = np.empty(len(pairs))
-    for k, (i, j) in enumerate(pairs.tolist()):
-        a, b = sets[i], sets[j]
-        inter = np.intersect1d(a, b, assume_unique=True).size
-        out[k] = inter / (a.size + b.size - inter) if (a.size + b.size) else 0.0
+    for lo in range(0, len(pairs), batch):
+        a, b = left[lo : lo + batch], right[lo : lo + batch]
+        inter = np.asarray(matrix[a].multiply(matrix[b]).sum(axis=1)).ravel()
+        union = sizes[a] + sizes[b] - inter
+        out[lo : lo + batch] = np.divide(inter, union, out=np.zeros(len(a)), where=union > 0)
     return out
 
 
@@ -328,6 +347,12 @@ class Signatures:
     sigs: np.ndarray  # (rows, num_perm) uint32
     seed_index: np.ndarray | None  # when every row has one: the first kept in a cluster is the earliest seed
     seconds: float
+    # LSH (bands, rows per band) when already known: computing them imports datasketch
+    # (seconds), which the shard workers did while signing ahead.
+    lsh: tuple[int, int] | None = None
+
+    def lsh_params(self, cfg: NearDedupConfig) -> tuple[int, int]:
+        return tuple(self.lsh) if self.lsh else lsh_params(cfg.threshold, cfg.num_perm)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -389,7 +414,7 @@ def signature_column(table: pa.Table, cfg: NearDedupConfig) -> pa.FixedSizeListA
     return pa.FixedSizeListArray.from_arrays(pa.array(sigs.reshape(-1)), cfg.num_perm)
 
 
-def collect_signatures(source: RowSource, cfg: NearDedupConfig) -> Signatures:
+def collect_signatures(source: RowSource, cfg: NearDedupConfig, lsh: tuple[int, int] | None = None) -> Signatures:
     """Signatures from the MINHASH column of rows signed ahead, read chunk by chunk."""
     started = time.perf_counter()
     ids, sigs, seed_index = [], [], []
@@ -405,6 +430,7 @@ def collect_signatures(source: RowSource, cfg: NearDedupConfig) -> Signatures:
         np.concatenate(sigs).astype(np.uint32, copy=False) if sigs else np.zeros((0, cfg.num_perm), np.uint32),
         np.concatenate(seed_index) if seed_index else None,
         time.perf_counter() - started,
+        lsh,
     )
 
 
@@ -426,7 +452,7 @@ def candidate_edges(signatures: Signatures, source: RowSource, cfg: NearDedupCon
     """LSH candidates among the source's rows and earlier versions' published rows, kept
     when their (estimated, or for borderline pairs exact) Jaccard reaches the threshold."""
     ids, sigs = signatures.ids, signatures.sigs
-    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
+    bands, rows = signatures.lsh_params(cfg)
     # Published signatures (earlier versions) come first in the node numbering: nodes
     # 0..P-1 are published rows, P..P+n-1 this source's rows, then rows found in Redis.
     pub_ids, pub_sigs = ([], None) if not cfg.index_dir else load_signatures(
@@ -496,7 +522,7 @@ def decide_clusters(signatures: Signatures, found: CandidateEdges, cfg: NearDedu
     if cfg.index_dir:
         persist_signatures(kept_ids, sigs[kept_idx], cfg.index_dir, cfg.version, cfg)
 
-    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
+    bands, rows = signatures.lsh_params(cfg)
     sizes = cluster_size[kept_idx]
     figures = {
         "threshold": cfg.threshold,

@@ -62,12 +62,12 @@ async def exact_dedup_task(shard: dict, dedup: ShardDedup) -> None:
 
 
 @task(name="near-dedup-signatures", cache_policy=NO_CACHE)
-def near_dedup_signatures_task(rows: StagedRows, cfg: NearDedupConfig) -> Signatures:
+def near_dedup_signatures_task(rows: StagedRows, cfg: NearDedupConfig, lsh: list[int] | None = None) -> Signatures:
     """MinHash signatures of every row: collected when the rows were signed ahead (as their
     generation shard landed), else computed (worker processes inside this one task run)."""
     source = FileSource(_rows_dir(rows), cfg.fields)
     signed_ahead = MINHASH in pq.read_schema(rows.files[0]).names
-    signatures = collect_signatures(source, cfg) if signed_ahead else compute_signatures(source, cfg)
+    signatures = collect_signatures(source, cfg, lsh) if signed_ahead else compute_signatures(source, cfg)
     get_run_logger().info("signed %d rows in %.1f s", len(signatures), signatures.seconds)
     return signatures
 

@@ -41,7 +41,7 @@ def prepare_shard(pairs_path: str, out_path: str) -> dict:
 
     settings = _SETTINGS
     pairs_sha = file_sha256(pairs_path)
-    index = _index_figures()
+    index = {**_index_figures(), **_lsh_params()}
     made_from = {"pairs_sha256": pairs_sha, "settings": settings.fingerprint()}
     if _made_from(out_path) == made_from:
         return {"reused": True, **index}
@@ -61,6 +61,15 @@ def prepare_shard(pairs_path: str, out_path: str) -> dict:
         add_column("decontaminate", CONTAMINATION, _DECONTAMINATOR.contamination_column)
     write_parquet_atomic(table.replace_schema_metadata({_META_KEY: json.dumps(made_from).encode()}), out_path)
     return {"reused": False, "cpu_seconds": cpu, "rows": table.num_rows, **index}
+
+
+def _lsh_params() -> dict:
+    # The near-dedup LSH banding for the end stage, which then need not import datasketch.
+    if _SETTINGS.near_dedup is None:
+        return {}
+    from tasks.dedup.lsh_index import lsh_params
+
+    return {"near_dedup_lsh": list(lsh_params(_SETTINGS.near_dedup.threshold, _SETTINGS.near_dedup.num_perm))}
 
 
 def _made_from(out_path: str) -> dict | None:

@@ -108,8 +108,19 @@ async def clean_shard_task(summary: dict, work_dir: Path, pool: Executor) -> dic
         "%s: %d pairs %s; CPU s %s", summary["shard"], summary["pairs"],
         "already prepared" if result["reused"] else "prepared", result.get("cpu_seconds", {}),
     )
-    index = {"decontamination_index": result["decontamination_index"]} if "decontamination_index" in result else {}
-    return {**summary, "prepared_path": str(out), "prep_cpu_seconds": result.get("cpu_seconds", {}), **index}
+    known = {k: result[k] for k in ("decontamination_index", "near_dedup_lsh") if k in result}
+    return {**summary, "prepared_path": str(out), "prep_cpu_seconds": result.get("cpu_seconds", {}), **known}
+
+
+def known_in_workers(summaries: list[dict]) -> dict:
+    """What the shard workers reported besides rows: the benchmark index they matched with
+    (decontamination_index) and the near-dedup LSH banding (near_dedup_lsh)."""
+    known: dict = {}
+    for summary in summaries:
+        for key in ("decontamination_index", "near_dedup_lsh"):
+            if key in summary:
+                known.setdefault(key, summary[key])
+    return known
 
 
 async def generate_all(
@@ -151,12 +162,23 @@ async def generate_all(
             )
         else:
             permits = prefect_rate_limit_permits(rate_limit.name, rate_limit.batch_size()) if rate_limit else None
-            session = await stack.enter_async_context(TeacherSession(teacher, cache_path=cache_path, permits=permits))
-            session.expected_replies = expected_replies  # the CLI bar's total
+            opened: list[TeacherSession] = []
+            opening = asyncio.Lock()
+
+            async def teacher_session() -> TeacherSession:
+                # Opened with the first shard: a run whose seeds were all generated before
+                # never touches the teacher (nor needs its key).
+                async with opening:
+                    if not opened:
+                        opened.append(await stack.enter_async_context(
+                            TeacherSession(teacher, cache_path=cache_path, permits=permits)
+                        ))
+                        opened[0].expected_replies = expected_replies  # the CLI bar's total
+                return opened[0]
 
             async def generate(path: str) -> dict:
                 shard_task = cached_shard_task(work_dir, path)
-                return await shard_task(path, file_sha256(path), teacher, str(work_dir), session=session)
+                return await shard_task(path, file_sha256(path), teacher, str(work_dir), session=await teacher_session())
 
         async def one(path: str) -> dict:
             async with gate:
