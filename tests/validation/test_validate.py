@@ -13,7 +13,7 @@ from tasks.sandbox import isolation
 from tasks.validation.code import extract_code
 from tasks.validation.validate import STATUS, ValidationConfig, Validator, validation_summary
 
-CFG = ValidationConfig(seconds=3.0, workers=2)
+CFG = ValidationConfig(seconds=3.0, workers=2, unverified="drop")
 
 ADD = "```python\ndef add(a, b):\n    return a + b\n```\n\nThis adds two numbers."
 # name -> (solution, tests, lang, expected status or drop reason)
@@ -84,6 +84,7 @@ def test_stderr_of_a_failure_is_excerpted():
 
 
 def test_unverified_languages_are_kept_when_the_policy_says_so():
+    assert ValidationConfig().unverified == "keep"  # the default: marked and counted, not lost
     with Validator(CFG.model_copy(update={"unverified": "keep"})) as validator:
         out = validator.apply(_table(["rust", "passes_asserts"]))
     assert out.kept[STATUS].to_pylist() == ["unverified", "passed"]
