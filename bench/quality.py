@@ -74,13 +74,13 @@ def score_near(rows: list[dict], label: dict[str, str]) -> dict:
     }
 
 
-def run_near(rows: list[dict], workers: int) -> dict:
+def run_near(rows: list[dict], workers: int, settings: dict | None = None) -> dict:
     from tasks.dedup.near import NearDedupConfig, near_dedup
 
     table = pa.table({"id": [r["id"] for r in rows], "problem": [r["problem"] for r in rows],
                       "solution": [r["solution"] for r in rows]})
     t0 = time.perf_counter()
-    kept, audit, _ = near_dedup(table, NearDedupConfig(workers=workers))
+    kept, audit, _ = near_dedup(table, NearDedupConfig(workers=workers, **(settings or {})))
     seconds = time.perf_counter() - t0
     return {**score_near(rows, _clusters(table["id"].to_pylist(), kept, audit)), "seconds": round(seconds, 2)}
 
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--no-baseline", action="store_true", help="skip the datasketch / substring-only baselines")
     ap.add_argument("--only", choices=("near_dedup", "decontamination"))
+    ap.add_argument("--near-threshold", type=float, help="NearDedupConfig.threshold (default: the config's)")
+    ap.add_argument("--near-ngram", type=int, help="NearDedupConfig.ngram (default: the config's)")
     args = ap.parse_args(argv)
     result = {"bench": "quality"}
     for split in args.split or ["dev"]:
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         out: dict = {}
         if args.only != "decontamination":
             near_rows = quality_sets.near_dedup_set(split)
-            out["near_dedup"] = run_near(near_rows, args.workers)
+            settings = {k: v for k, v in (("threshold", args.near_threshold), ("ngram", args.near_ngram)) if v}
+            out["near_dedup"] = run_near(near_rows, args.workers, settings)
             if not args.no_baseline:
                 out["near_dedup_baseline_datasketch_words5"] = run_near_naive(near_rows)
         if args.only != "near_dedup":

@@ -442,9 +442,10 @@ class MinhashMatcher:
     # unrelated problems; both at once is what a paraphrase of the item looks like.
     CONTAIN_NGRAM = 4  # canonical code tokens per shingle: MBPP solutions are 20-60 tokens
     CONTAIN_MAX_FAMILIES = 10  # a shingle in more problem families than this is boilerplate
-    CONTAIN_MIN_SHINGLES = 6  # item code with fewer distinctive shingles is not compared
+    CONTAIN_MIN_SHINGLES = 10  # item code with fewer distinctive shingles is not compared
     CONTAIN_CODE = 0.7  # share of the item's distinctive code shingles the sample must hold
-    CONTAIN_PROSE = 0.3  # ...and share of the item problem's content words
+    CONTAIN_PROSE = 0.6  # ...and share of the item problem's content words
+    CONTAIN_MIN_WORDS = 3  # an item problem with fewer content words ("count the integers") says too little
 
     def _build_containment(self, items: list[BenchmarkItem], whitelist: Whitelist) -> None:
         texts, owners = [], []
@@ -474,6 +475,8 @@ class MinhashMatcher:
         for d, r, c in zip(sample[look], row[look], code_share[look]):
             item = int(self.contain_owner[r])
             want = self.item_words[item]
+            if len(want) < self.CONTAIN_MIN_WORDS:
+                continue
             if d not in words:
                 words[d] = set(content_words("", problem_words[d]))
             prose_share = len(want & words[d]) / max(len(want), 1)

@@ -172,3 +172,51 @@ def normalize_code(text: str, canonicalize_identifiers: bool = False) -> str:
             if line:
                 lines.append(line)
     return "\n".join(lines)
+
+
+# --- the code + prose view (canonicalize_identifiers=True) ---------------------------------
+# Prose words that say nothing about which problem a text states: English glue and the
+# vocabulary every programming task uses ("write a function that returns the list ...").
+# Prose is compared as a set of the other words, so reworded glue and reordered sentences
+# do not hide a duplicate.
+PROSE_STOP_WORDS = frozenset(
+    """a an the of to in on for and or is are be been being was were that this these those with as by it its at
+    from which into than then there their them they he she his her we you your our us i me my if not no do does
+    did can will should would could may might must has have had any all each every some such so also only other
+    given write function python program method code return returns returned implement create define input output
+    list number numbers string strings value values element elements find check whether how what when where who
+    much many example examples e g following below above""".split()
+)
+# Words that define a function: the name after them is the function's own (renameable);
+# a name called elsewhere, `name(`, is kept - a library's API, which no rename touches.
+DEFINING_WORDS = frozenset(b"def function fn func fun sub class struct new".split())
+
+
+def code_prose_tokens(text: str) -> tuple[list[bytes], list[bytes]]:
+    """(code tokens, prose words) of a text, as the code + prose shingles see them: in code,
+    identifiers that are not kept words or called names become "_"; in prose, stop words,
+    numbers (example values), words with "_" and words that are identifiers of the text's
+    code are dropped (a rename reaches the prose that names a variable)."""
+    code: list[bytes] = []
+    code_words: set[bytes] = set()
+    prose: list[bytes] = []
+    for segment, is_code in text_segments(text, True):
+        if not is_code:
+            prose.extend(tokenize(segment))
+            continue
+        prev = b""
+        for m in _CODE_TOKEN.finditer(segment.translate(_TO_SPACE_KEEP_PAREN)):
+            tok, called = m.group(1) or m.group(3), m.group(2) is not None
+            code_words.add(tok)
+            keep = called and prev not in DEFINING_WORDS
+            code.append(tok if keep or not renameable(tok) else PLACEHOLDER)
+            prev = tok
+    words = [w for w in prose if w[0] != 0x2E and w.decode("utf-8", "replace") not in PROSE_STOP_WORDS
+             and not w.isdigit() and b"_" not in w and w not in code_words]
+    return code, words
+
+
+# Operators are tokens in code: `a + b` and `a - b` are different programs (prose has none).
+_OPERATORS = b"+-*/%<>=!&|^~"
+_TO_SPACE_KEEP_PAREN = bytes(c if c in WORD_BYTES or c == 0x28 or c in _OPERATORS else 0x20 for c in range(256))
+_CODE_TOKEN = re.compile(rb"(\.?[0-9A-Za-z_\x80-\xff]+)(?:\.(?![0-9A-Za-z_\x80-\xff]))*( *\()?|([-+*/%<>=!&|^~]+)")

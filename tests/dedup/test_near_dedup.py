@@ -296,7 +296,9 @@ def test_borderline_candidates_are_settled_by_exact_jaccard():
     text = dict(zip(src["id"].to_pylist(), src["problem"].to_pylist()))
 
     def jaccard(a, b):
-        x, y = set(shingle_hashes(text[a]).tolist()), set(shingle_hashes(text[b]).tolist())
+        # The step's own shingles (its ngram and canonicalisation), not the defaults.
+        x = set(shingle_hashes(text[a], CFG.ngram, CFG.canonicalize_identifiers).tolist())
+        y = set(shingle_hashes(text[b], CFG.ngram, CFG.canonicalize_identifiers).tolist())
         return len(x & y) / len(x | y)
 
     for dropped, of in zip(audit["id"].to_pylist(), audit["duplicate_of"].to_pylist()):
