@@ -28,7 +28,10 @@ from tasks.publish.step import publish_task, report_task
 from tasks.seeds.exclusion import SeedExcluder
 from tasks.seeds.sampling import SeedConfig
 from tasks.seeds.step import sample_seeds_task
+from tasks.teacher.prompts import WITH_TESTS
 from tasks.teacher.session import TeacherConfig
+from tasks.validation.step import validate_task
+from tasks.validation.validate import ValidationConfig
 
 
 class RefreshConfig(FingerprintedConfig):
@@ -41,6 +44,11 @@ class RefreshConfig(FingerprintedConfig):
     generation_shard_size: int = Field(500, ge=1, description="seeds per generation task run")
     parallel_shards: int | None = operational(
         None, ge=1, description="generation shards in flight at once (default: enough to fill teacher.concurrency)"
+    )
+    validation: ValidationConfig | None = Field(
+        default_factory=ValidationConfig,
+        description="run each solution against its tests in the sandbox (when the teacher's output format asks for "
+        "tests); None turns it off",
     )
     near_dedup: NearDedupConfig | None = Field(default_factory=NearDedupConfig, description="None turns it off")
     decontamination: DecontaminationConfig | None = Field(
@@ -122,7 +130,13 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     stages = {"seeds": seed_stats, "teacher": teacher_stats.as_dict(), "parse": parse_stats.as_dict(),
               "exact_dedup": rows.stats.as_dict()}
     audits = {"generation": failures, "exact_dedup": rows.audit}
-    # Validation (tasks/validation, executing each solution in the sandbox) goes here.
+    if any_pairs and config.validation is not None:
+        if config.teacher.output_format in WITH_TESTS:
+            rows = validate_task(rows.files, config.validation, work / "validated")
+            stages["validate"], audits["validate"] = rows.stats.as_dict(), rows.audit
+        else:  # the paper's formats bring no tests: nothing to run, and nothing silently "verified"
+            get_run_logger().warning("validation skipped: output format %r asks the teacher for no tests "
+                                     "(use sections_tests or json_tests)", config.teacher.output_format)
 
     if any_pairs and config.near_dedup is not None:
         signatures = near_dedup_signatures_task(rows, config.near_dedup, ahead.get("near_dedup_lsh"))

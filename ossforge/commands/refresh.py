@@ -51,7 +51,9 @@ def refresh(
     output_dir: Optional[Path] = typer.Option(None, help="dataset directory (default out/oss-instruct)"),
     seed: Optional[int] = typer.Option(None, help="random seed for snippet sampling (default 976)"),
     shard_size: Optional[int] = typer.Option(None, min=1, help="max rows per Parquet shard"),
-    output_format: Optional[str] = typer.Option(None, help="sections (the paper's) | json"),
+    output_format: Optional[str] = typer.Option(
+        None, help="sections (the paper's) | json | sections_tests | json_tests (also ask for tests, to validate)"
+    ),
     json_response_format: Optional[str] = typer.Option(
         None, help="json mode's response_format: json_schema (OpenAI, vLLM) | json_object (llama.cpp) | none"
     ),
@@ -71,6 +73,10 @@ def refresh(
     hf_split: Optional[str] = typer.Option(None, help="hub dataset split (default train)"),
     seed_license: Optional[str] = typer.Option(None, help="licence recorded for sources without a licence column"),
     quota: list[str] = typer.Option([], help="per-language seed quota LANG=COUNT (repeatable)"),
+    validate: bool = typer.Option(True, help="run each solution against its tests in the sandbox (*_tests formats)"),
+    accept_weak_sandbox: bool = typer.Option(
+        False, help="validate without bubblewrap, behind Python-level guards only (outputs marked weak)"
+    ),
     near_dedup: bool = typer.Option(True, help="MinHash near-duplicate removal"),
     decontaminate: bool = typer.Option(True, help="benchmark decontamination"),
     benchmark_dir: Optional[Path] = typer.Option(None, help="directory with benchmark files for decontamination"),
@@ -113,6 +119,10 @@ def refresh(
     from flows.refresh import RefreshConfig
 
     cfg = build_config(RefreshConfig, config, overrides, defaults=_local_teacher_defaults)
+    if not validate:
+        cfg.validation = None
+    elif accept_weak_sandbox:
+        cfg.validation.accept_weak_sandbox = True
     if not near_dedup:
         cfg.near_dedup = None
     if not decontaminate:
@@ -127,9 +137,20 @@ def refresh(
 
     # Fail on the user's mistakes before a flow run exists: one line, no Prefect traceback.
     check_seed_source(cfg.seeds)
+    check_sandbox(cfg)  # no bubblewrap and no --accept-weak-sandbox: refuse now, not after the teacher ran
     preflight(cfg.teacher)  # unreachable teacher, missing key, bad model
     manifest = run_refresh(cfg, progress=progress)
     _print_summary(manifest, ui)
+
+
+def check_sandbox(cfg) -> None:
+    """UserError when validation will run but the sandbox would refuse (tasks/sandbox/isolation.py)."""
+    from tasks.teacher.prompts import WITH_TESTS
+
+    if cfg.validation is not None and cfg.teacher.output_format in WITH_TESTS:
+        from tasks.sandbox.isolation import require_isolation
+
+        require_isolation(cfg.validation.accept_weak_sandbox)
 
 
 def check_seed_source(seed_cfg) -> None:

@@ -20,6 +20,8 @@ from tasks.core.stats import StageStats
 
 # Pairs are staged without the near-dedup columns, which later steps fill in.
 PAIR_SCHEMA = pa.schema([f for f in DATASET_SCHEMA if f.name not in ("cluster_id", "cluster_size")])
+# The teacher's tests (output formats *_tests), for validation; not published (DATASET_SCHEMA).
+PAIR_SCHEMA = PAIR_SCHEMA.append(pa.field("tests", pa.string()))
 
 
 def row_id(request_key: str) -> str:
@@ -52,6 +54,7 @@ def build_pair_rows(seeds: pa.Table, replies, teacher_cfg) -> tuple[list[dict], 
                 **seed,
                 "problem": parsed.problem,
                 "solution": parsed.solution,
+                "tests": parsed.tests,
                 "teacher_model": teacher_cfg.model,
                 "temperature": teacher_cfg.temperature,
                 "top_p": teacher_cfg.top_p,

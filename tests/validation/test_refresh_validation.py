@@ -1,0 +1,74 @@
+"""Validation inside `ossforge refresh`: the real CLI, a real Prefect server, a loopback teacher
+that writes tests with a planted failing share; the counts in the manifest are exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from support.fake_teacher import FakeTeacher, planted_test_failure
+
+
+@pytest.fixture(scope="module")
+def teacher_url():
+    server = FakeTeacher(latency=0.01)
+    url = server.start_in_thread()
+    yield url
+    server.stop_thread()
+
+
+def refresh(url: str, out, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    args = ["refresh", "--num-seeds", "40", "--teacher-base-url", url, "--teacher-model", "fake-teacher",
+            "--api-key-env", "", "--concurrency", "8", "--output-dir", str(out), "--no-progress",
+            "--no-near-dedup", "--no-decontaminate", *extra]  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "ossforge.cli", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+
+
+@pytest.mark.parametrize("output_format", ["sections_tests", "json_tests"])
+def test_refresh_validates_and_drops_exactly_the_planted_failures(prefect_server, teacher_url, tmp_path, output_format):
+    out = tmp_path / "ds"
+    result = refresh(teacher_url, out, "--output-format", output_format)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["accounting"]["balanced"], manifest["accounting"]
+    stages = list(manifest["stages"])
+    assert stages.index("exact_dedup") < stages.index("validate")
+    validate = manifest["stages"]["validate"]
+    seeds = range(manifest["stages"]["seeds"]["out"])
+    planted = sum(planted_test_failure(976 + i) for i in seeds)
+    assert validate["in"] == 40 and validate["dropped"] == {"tests_failed": planted} and validate["out"] == 40 - planted
+    assert validate["extra"]["isolation"] == "bwrap"
+    kept = pq.read_table(out / "data").column("request_seed").to_pylist()
+    assert len(kept) == manifest["rows"] == 40 - planted
+    assert not any(planted_test_failure(s) for s in kept)
+    audit = pq.read_table(out / "audit" / "validate.parquet")
+    assert audit.num_rows == planted and set(audit["reason"].to_pylist()) == {"tests_failed"}
+    assert all("AssertionError at <tests>:1" == d for d in audit["detail"].to_pylist())
+
+
+def test_the_papers_format_is_not_validated(prefect_server, teacher_url, tmp_path):
+    """No tests asked for: validation is skipped (logged), the rows are published as before."""
+    out = tmp_path / "paper"
+    result = refresh(teacher_url, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "validate" not in manifest["stages"] and manifest["rows"] == 40
+
+
+def test_without_bubblewrap_refresh_refuses_before_any_request(teacher_url, tmp_path):
+    """PATH without bwrap: one line, exit 2, nothing sent; --no-validate still runs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(sys.executable, bin_dir / "python")
+    env = {"PATH": str(bin_dir)}
+    result = refresh(teacher_url, tmp_path / "x", "--output-format", "sections_tests", env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().startswith("ossforge: error:") and "bubblewrap" in result.stderr
+    assert "--accept-weak-sandbox" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x" / "manifest.json").exists()
