@@ -1,13 +1,15 @@
-"""Training throughput: padded batches (the paper) vs padding-free packing, same samples.
+"""Training throughput: padded batches (the paper) vs token-budget packing vs packing + fused kernels.
 
 Builds a Llama-shaped model from a config (no download, random init: throughput does not
 depend on the weights), writes synthetic instruction data whose token lengths follow an
 OSS-Instruct-like distribution, and runs the real training path (`training/sft.py` under
 torchrun + DeepSpeed ZeRO-3) for a fixed number of steps once per variant. Prints ONE JSON
-line: tokens/s/GPU (non-padding tokens) and MFU for each, and packed/padded.
+line: tokens/s/GPU (real tokens) and MFU for each variant, each one's ratio to padded, and
+the variant that won. Every variant trains the same examples per optimizer step.
 
-    python bench/train_throughput.py                      # ~1B model, one GPU, < 5 minutes
-    python bench/train_throughput.py --size tiny --cpu    # the same path on CPU, in a minute
+    python bench/train_throughput.py                      # ~1B model, one GPU, ~4 minutes
+    python bench/train_throughput.py --size tiny --cpu    # the same path on CPU (padded, packed)
+    bench/gpu_check.sh                                    # on a bare GPU box with carried wheels
 
 Synthetic lengths (assumed, not measured from the dataset): instruction ~ lognormal with
 median 150 tokens, response ~ lognormal with median 320 tokens (both sigma 0.6), plus the
@@ -83,38 +85,48 @@ def write_dataset(out_dir: Path, n_samples: int, seed: int = 976) -> dict:
             "median_response_tokens": int(np.median(response_lens))}  # fmt: skip
 
 
-def run_variant(args, model_dir: Path, data_dir: Path, out_dir: Path, packing: bool) -> dict:
+VARIANTS = {
+    # name: the recipe fields that differ between variants (everything else is shared)
+    "padded": {"packing": False, "liger": "off"},
+    "packed": {"packing": True, "liger": "off"},
+    "packed+fused": {"packing": True, "liger": "on"},
+}
+
+
+def variant_recipe(args, model_dir: Path, data_dir: Path, out_dir: Path, variant: str):
+    """The recipe of one variant: same model, data, steps and examples per step for all."""
+    from training.recipe import TrainRecipe
+
+    return TrainRecipe(
+        datasets=[str(data_dir)], model=str(model_dir), random_init=True, output_dir=str(out_dir),
+        max_steps=args.warmup_steps + args.steps, warmup_steps=1,
+        global_batch_size=args.global_batch_size, micro_batch_size=args.micro_batch_size,
+        max_tokens_per_batch=args.max_tokens_per_batch,
+        logging_steps=args.warmup_steps, save_steps=0, final_save=False, resume=False,
+        gradient_checkpointing=args.gradient_checkpointing, attn_implementation=args.attn, cpu=args.cpu,
+        **VARIANTS[variant],
+    )  # fmt: skip
+
+
+def run_variant(args, recipe) -> tuple[dict, dict]:
     """One training run through the real launcher; its metrics.jsonl gives the figures."""
-    steps = args.warmup_steps + args.steps
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-        "-m", "training.sft",
-        "--dataset", str(data_dir), "--model", str(model_dir), "--random-init",
-        "--output-dir", str(out_dir), "--max-steps", str(steps),
-        "--micro-batch-size", str(args.micro_batch_size),
-        "--global-batch-size", str(args.micro_batch_size * args.nproc * args.gradient_accumulation),
-        "--logging-steps", str(args.warmup_steps), "--save-steps", "0", "--no-final-save",
-        "--warmup-steps", "1", "--gradient-checkpointing", args.gradient_checkpointing,
-    ]  # fmt: skip
-    if packing:
-        cmd.append("--packing")
-    if args.attn:
-        cmd += ["--attn-implementation", args.attn]
-    if args.cpu:
-        cmd.append("--cpu")
+    from training.recipe import to_argv
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "training.sft", *to_argv(recipe)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.timeout} s"}, {}
-    if proc.returncode != 0:  # report it in the JSON line and go on with the other variant
+    if proc.returncode != 0:  # report it in the JSON line and go on with the other variants
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         return {"error": f"exit code {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"}, {}
-    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (Path(recipe.output_dir) / "metrics.jsonl").read_text().splitlines()]
     start = next(r for r in records if r["event"] == "start")
     logs = [r for r in records if r["event"] in ("log", "train_end") and "tokens_per_s_per_gpu" in r]
-    # The first logging window holds start-up (allocator warm-up, kernel selection): skip it.
+    # The first logging window holds start-up (allocator warm-up, kernel compilation): skip it.
     timed = logs[1:] or logs
     tokens_per_s = sum(r["tokens_per_s_per_gpu"] for r in timed) / len(timed)
     mfus = [r["mfu"] for r in timed if r.get("mfu") is not None]
@@ -123,6 +135,13 @@ def run_variant(args, model_dir: Path, data_dir: Path, out_dir: Path, packing: b
         "mfu": round(sum(mfus) / len(mfus), 4) if mfus else None,
         "final_loss": timed[-1].get("loss"),
         "attn_implementation": start["attn_implementation"],
+        "liger": start["liger"],
+        "gradient_checkpointing": start["gradient_checkpointing"],
+        "examples_per_step": start["global_batch_size"],
+        "gradient_accumulation": start["gradient_accumulation_steps"],
+        "packing": start["packing"],
+        "memory_estimate_gb": start["memory_estimate_gb"],
+        "peak_memory_gb": next((r.get("peak_memory_gb") for r in records if r["event"] == "train_end"), None),
         "wall_s": round(time.perf_counter() - started, 1),
     }, start
 
@@ -132,46 +151,52 @@ def main() -> None:
     p.add_argument("--size", choices=sorted(SHAPES), default="1b")
     p.add_argument("--steps", type=int, default=6, help="timed optimizer steps per variant")
     p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps before them (one logging window)")
-    p.add_argument("--micro-batch-size", type=int, default=16)
-    p.add_argument("--gradient-accumulation", type=int, default=8,
-                   help="micro-batches per optimizer step (the recipe's global batch is 512; this amortises the optimizer step likewise)")
+    p.add_argument("--global-batch-size", type=int, default=128, help="examples per optimizer step, every variant")
+    p.add_argument("--micro-batch-size", type=int, default=16, help="padded: examples per forward")
+    p.add_argument("--max-tokens-per-batch", type=int, default=16384, help="packed: tokens per row (per forward)")
     p.add_argument("--nproc", type=int, default=1)
-    p.add_argument("--attn", default=None, help="attention implementation (default: sft.py's choice)")
-    p.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="off",
-                   help="off by default: a 1B model's activations fit one 80 GB GPU at these lengths")
+    p.add_argument("--attn", default=None, help="attention implementation (default: sft.py's choice per variant)")
+    p.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--cpu", action="store_true")
-    p.add_argument("--variants", default="padded,packed")
+    p.add_argument("--variants", default=None, help="comma-separated (default: all; packed+fused only on GPU)")
     p.add_argument("--work-dir", default=None)
-    p.add_argument("--timeout", type=int, default=240, help="seconds per variant")
+    p.add_argument("--timeout", type=int, default=300, help="seconds per variant (a cold flex_attention compile takes minutes)")
     args = p.parse_args()
 
     import tempfile
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="ossforge-train-bench-"))
     model_dir = write_model(work / "model", args.size)
-    n_samples = args.micro_batch_size * args.nproc * args.gradient_accumulation * (args.warmup_steps + args.steps)
+    # Enough examples that no variant runs out before its last step (packing keeps ~all).
+    n_samples = int(args.global_batch_size * (args.warmup_steps + args.steps) * 1.1) + args.nproc
     data = write_dataset(work / "dataset", n_samples)
+    variants = args.variants.split(",") if args.variants else [v for v in VARIANTS if not (args.cpu and "fused" in v)]
 
     results, start = {}, {}
-    for variant in args.variants.split(","):
-        results[variant], started = run_variant(args, model_dir, work / "dataset", work / variant, variant == "packed")
+    for variant in variants:
+        recipe = variant_recipe(args, model_dir, work / "dataset", work / variant.replace("+", "_"), variant)
+        results[variant], started = run_variant(args, recipe)
         start = started or start
     figures = {
         "bench": "train_throughput",
         "device": start.get("device"),
         "parameters": start.get("parameters"),
         "nproc": args.nproc,
+        "global_batch_size": args.global_batch_size,
         "micro_batch_size": args.micro_batch_size,
-        "gradient_accumulation": args.gradient_accumulation,
+        "max_tokens_per_batch": args.max_tokens_per_batch,
         "timed_steps": args.steps,
-        "gradient_checkpointing": args.gradient_checkpointing,
+        "zero3": start.get("zero3"),
         "data": data,
         **results,
     }
-    if all("tokens_per_s_per_gpu" in results.get(v, {}) for v in ("padded", "packed")):
-        figures["packed_over_padded"] = round(
-            results["packed"]["tokens_per_s_per_gpu"] / results["padded"]["tokens_per_s_per_gpu"], 3
-        )
+    measured = {v: r["tokens_per_s_per_gpu"] for v, r in results.items() if "tokens_per_s_per_gpu" in r}
+    if "padded" in measured:
+        for variant in measured:
+            if variant != "padded":
+                figures[f"{variant}_over_padded"] = round(measured[variant] / measured["padded"], 3)
+    if measured:
+        figures["best"] = max(measured, key=measured.get)
     print(json.dumps(figures))
 
 

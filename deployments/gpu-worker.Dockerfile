@@ -30,6 +30,12 @@ RUN apt-get update \
 # pinning it keeps the extras below from pulling another copy.
 ARG TORCH_VERSION=2.13.0
 RUN pip install "torch==${TORCH_VERSION}"
+# Liger Kernel: fused Triton kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy), used by
+# training/sft.py on GPU by default (--liger auto). Triton ships with the CUDA torch wheel;
+# --no-deps keeps pip from resolving torch again. Not in the `train` extra: CPU installs
+# would pull Triton for kernels they cannot run.
+ARG LIGER_VERSION=0.8.5
+RUN pip install --no-deps "liger-kernel==${LIGER_VERSION}"
 
 WORKDIR /opt/ossforge
 # Dependencies before code, so a code change does not reinstall them.
@@ -44,7 +50,7 @@ COPY tasks tasks
 COPY training training
 COPY prefect.yaml ./
 RUN pip install --no-deps -e . \
- && python -c "import torch, deepspeed, prefect, flows.train" \
+ && python -c "import torch, deepspeed, liger_kernel, prefect, flows.train" \
  && useradd --create-home --uid 1000 ossforge
 
 USER ossforge

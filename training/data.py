@@ -5,10 +5,8 @@ the token ids over response + EOS (Magicoder trains on the response and EOS only
 longer than `max_length` are cut on the right and counted; an example left with no response
 token (its prompt alone fills `max_length`) teaches nothing and is dropped with that reason.
 
-Two collators: padded batches (the paper) and padding-free packing, where a batch is one
-row of concatenated examples whose `position_ids` restart at 0 per example, so attention
-(FlashAttention-2 varlen, or SDPA/eager with the block-diagonal mask transformers derives
-from position_ids) keeps examples from attending to each other.
+Batches are either padded (the paper; `padded_collator`) or token-budget packed rows
+(training/packing.py). Either way `counting_tokens` attaches the exact count of real tokens.
 """
 
 from __future__ import annotations
@@ -157,75 +155,3 @@ def padded_collator(tokenizer, pad_to_multiple_of: int | None = 8):
     return DataCollatorForSeq2Seq(
         tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=pad_to_multiple_of
     )
-
-
-def packing_collator(flash_attention: bool = False, row_tokens: int | None = None, pad_token_id: int = 0):
-    """Padding-free packing, with position_ids restarting at each example.
-
-    With FlashAttention-2: transformers' DataCollatorWithFlattening, all examples of the
-    micro-batch in one row plus cu_seq_lens, so the varlen kernel attends per example.
-    Without it (SDPA/eager), one long row would cost a dense attention over the whole row,
-    so examples are packed into rows of at most `row_tokens` tokens instead (see
-    BinPackingCollator): attention per row then costs what one padded row costs.
-    In both, the first label of each example is -100: no token learns across a boundary.
-    """
-    if flash_attention or row_tokens is None:
-        from transformers import DataCollatorWithFlattening
-
-        return DataCollatorWithFlattening(
-            return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=flash_attention
-        )
-    return BinPackingCollator(row_tokens, pad_token_id)
-
-
-class BinPackingCollator:
-    """Examples packed first-fit-decreasing into rows of <= row_tokens tokens.
-
-    Each row is the concatenation of its examples with position_ids restarting at 0 per
-    example; transformers turns restarting position_ids into a block-diagonal causal mask
-    (when no attention_mask is given and no KV cache is used). Short rows are filled with
-    a pad segment that is its own "example" (positions restart, labels -100), so no
-    attention_mask is needed and no real token attends to padding. The pad segment is made
-    of `pad_token_id`, so whatever counts non-padding ids in a batch without an attention
-    mask (as the Trainer's include_num_input_tokens_seen does) counts only real tokens.
-    """
-
-    def __init__(self, row_tokens: int, pad_token_id: int = 0):
-        self.row_tokens = row_tokens
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, features):
-        import torch
-
-        rows: list[list[dict]] = []
-        room: list[int] = []
-        for feature in sorted(features, key=lambda f: len(f["input_ids"]), reverse=True):
-            n = len(feature["input_ids"])
-            fit = next((i for i, free in enumerate(room) if free >= n), None)
-            if fit is None:
-                rows.append([feature])
-                room.append(self.row_tokens - n)
-            else:
-                rows[fit].append(feature)
-                room[fit] -= n
-        width = max(self.row_tokens - free for free in room)
-        input_ids, labels, position_ids = [], [], []
-        for row in rows:
-            ids, labs, pos = [], [], []
-            for feature in row:
-                n = len(feature["input_ids"])
-                ids += list(feature["input_ids"])
-                labs += [IGNORE_INDEX] + list(feature["labels"])[1:]
-                pos += range(n)
-            pad = width - len(ids)
-            ids += [self.pad_token_id] * pad  # labels -100, and nothing real attends to it
-            labs += [IGNORE_INDEX] * pad
-            pos += range(pad)
-            input_ids.append(ids)
-            labels.append(labs)
-            position_ids.append(pos)
-        return {
-            "input_ids": torch.tensor(input_ids, dtype=torch.long),
-            "labels": torch.tensor(labels, dtype=torch.long),
-            "position_ids": torch.tensor(position_ids, dtype=torch.long),
-        }

@@ -61,6 +61,13 @@ def mfu(n_params: int, tokens_per_s_per_gpu: float, peak: float | None) -> float
     return 6.0 * n_params * tokens_per_s_per_gpu / peak
 
 
+def peak_memory_gb() -> float | None:
+    """The most GPU memory this rank's tensors held (None on CPU)."""
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+
+
 def count_parameters(model) -> int:
     """Parameters of a model, also when ZeRO-3 has sharded them (ds_numel is the full size)."""
     return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
@@ -185,6 +192,7 @@ def throughput_callback(writer: MetricsWriter, n_params: int, world_size: int, p
             if "train_loss" in logs:  # the end-of-training summary rides along as-is
                 record["event"] = "train_end"
                 record.update({k: v for k, v in logs.items() if k.startswith("train_") or k == "total_flos"})
+                record["peak_memory_gb"] = peak_memory_gb()
             self.last_time, self.last_tokens = now, tokens
             if state.is_world_process_zero:
                 writer.write(record)
