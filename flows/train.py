@@ -50,8 +50,10 @@ class TrainConfig(TrainRecipe):
     verify_checksums: bool = operational(True, description="check every shard's sha256 before launching")
     extra_args: list[str] = Field(default_factory=list, description="appended to training/sft.py's command line")
     # evaluation of the final model (flows/evaluate.py)
-    run_evaluation: bool = False
-    eval_benchmarks: list[str] = Field(default_factory=lambda: ["humaneval", "humaneval+", "mbpp+"])
+    run_evaluation: bool = Field(False, description="evaluate the final model (flows/evaluate.py) after training")
+    eval_benchmarks: list[str] = Field(
+        default_factory=lambda: ["humaneval", "humaneval+", "mbpp+"], description="benchmarks of that evaluation"
+    )
     eval_limit: Optional[int] = Field(None, ge=1, description="first N problems per benchmark (smoke runs)")
     eval_options: dict = Field(default_factory=dict, description="further EvaluateConfig fields")
 
