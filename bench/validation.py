@@ -8,6 +8,12 @@ through the validation step (bubblewrap + warm zygote + a forked, locked-down wo
 program), the same number at a time, sandbox start-up included. Prints one JSON line.
 
     .venv/bin/python bench/validation.py [--workers N] [--limit N] [--mbpp FILE]
+
+With `--refresh-seeds N` it measures instead what validation adds to a whole refresh: the
+refresh CLI (output format sections_tests, near-dedup and decontamination off) against the
+fake teacher (its own process, `--latency` s per request, `--in-flight` requests at once)
+and a Prefect server, once with `--no-validate` and once validating, same run, same cache
+cleared; prints wall seconds of each and the ratio.
 """
 
 from __future__ import annotations
@@ -67,12 +73,74 @@ def sandboxed(pairs: list[tuple[str, str]], workers: int) -> tuple[float, int, d
     return time.perf_counter() - start, out.kept.num_rows, summary
 
 
+def refresh_with_and_without_validation(seeds: int, latency: float, in_flight: int) -> dict:
+    """Wall seconds of the refresh CLI with --no-validate, then validating (servers from bench/end_to_end.py)."""
+    import os
+    import shutil
+
+    from end_to_end import free_port, wait_for  # same folder
+
+    work = Path(tempfile.mkdtemp(prefix="ossforge-validate-bench-"))
+    server_port, teacher_port = free_port(), free_port()
+    api_url = f"http://127.0.0.1:{server_port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(work / "prefect-home"), "PREFECT_API_URL": api_url,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false", "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+                          str(server_port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True),
+        subprocess.Popen([sys.executable, "-m", "tests.support.fake_teacher", "--port", str(teacher_port),
+                          "--latency", str(latency)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True),
+    ]  # fmt: skip
+    result = {}
+    try:
+        wait_for(f"http://127.0.0.1:{teacher_port}/stats", 60, procs[1])
+        wait_for(f"{api_url}/health", 180, procs[0])
+        for label, flag in (("no_validate", "--no-validate"), ("validate", "--validate")):
+            out = work / label
+            args = [sys.executable, "-m", "ossforge.cli", "refresh", "--num-seeds", str(seeds), "--teacher-base-url",
+                    f"http://127.0.0.1:{teacher_port}/v1", "--teacher-model", "fake-teacher", "--api-key-env", "",
+                    "--concurrency", str(in_flight), "--output-dir", str(out), "--no-progress", "--output-format",
+                    "sections_tests", "--no-near-dedup", "--no-decontaminate", flag]  # fmt: skip
+            started = time.perf_counter()
+            proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            if proc.returncode != 0:
+                raise RuntimeError(f"refresh {flag} failed:\n{proc.stderr[-3000:]}")
+            manifest = json.loads((out / "manifest.json").read_text())
+            result[f"{label}_wall_s"] = round(wall, 1)
+            result[f"{label}_rows"] = manifest["rows"]
+            if "validate" in manifest["stages"]:
+                result["validate_stage_s"] = manifest["stages"]["validate"]["seconds"]
+                result["validate_dropped"] = manifest["stages"]["validate"]["dropped"]
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    result["teacher_limit_s"] = round(seeds * latency / in_flight, 1)
+    result["validation_adds"] = round(result["validate_wall_s"] / result["no_validate_wall_s"] - 1, 3)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--refresh-seeds", type=int, default=None)
+    parser.add_argument("--latency", type=float, default=2.0)
+    parser.add_argument("--in-flight", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--mbpp", type=Path, default=REPO.parent / "shared" / "benchmarks" / "mbpp.jsonl")
     args = parser.parse_args()
+    if args.refresh_seeds:
+        figures = refresh_with_and_without_validation(args.refresh_seeds, args.latency, args.in_flight)
+        print(json.dumps({"bench": "validation_refresh", "seeds": args.refresh_seeds, "latency_s": args.latency,
+                          "in_flight": args.in_flight, **figures}))  # fmt: skip
+        return
     pairs = load_mbpp(args.mbpp, args.limit)
     with tempfile.TemporaryDirectory() as tmp:
         bare_s, bare_passed = bare_loop(pairs, args.workers, Path(tmp))

@@ -177,6 +177,7 @@ class Sandbox:
         self._ids = itertools.count()
         self._all: list[_Zygote] = []
         self._lock = threading.Lock()
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawner")
 
     def __enter__(self) -> Sandbox:
         return self
@@ -185,7 +186,10 @@ class Sandbox:
         self.close()
 
     def _start(self) -> _Zygote:
-        zygote = _Zygote(self.isolation, self.limits, self._tmp_root)
+        # Started from the sandbox's own thread: a zygote dies with the *thread* that started
+        # it (PR_SET_PDEATHSIG, bwrap --die-with-parent), and run_many's pool threads end
+        # with each call.
+        zygote = self._spawner.submit(_Zygote, self.isolation, self.limits, self._tmp_root).result()
         with self._lock:
             self._all.append(zygote)
         return zygote
@@ -204,6 +208,9 @@ class Sandbox:
         job = self._prepared(job, timeout)
         zygote = self._idle.get()
         try:
+            if zygote is not None and zygote.proc.poll() is not None:  # died while idle: not this job's doing
+                self._retire(zygote)
+                zygote = None
             if zygote is None:
                 zygote = self._start()  # a sandbox that cannot start raises: nothing can be validated
             result, blob = zygote.run(job, timeout, job["max_blob"], self.limits.startup_seconds)
@@ -245,6 +252,7 @@ class Sandbox:
             zygotes, self._all = self._all, []
         for zygote in zygotes:
             zygote.close()
+        self._spawner.shutdown(wait=False)
 
 
 # --- one-off helpers (each starts and stops its own sandbox) ----------------------------------

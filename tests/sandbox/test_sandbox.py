@@ -196,6 +196,17 @@ def test_wall_clock_kills_a_sample_that_blocks_signals():
     assert result["passed"] is False and result["error"] in {"timeout", "killed"}
 
 
+def test_zygotes_outlive_the_threads_that_used_them():
+    """A zygote dies with the thread that started it (PDEATHSIG); run_many's pool threads end
+    with each call, and the next call must still find its zygotes alive (a refresh validates
+    shard after shard through one Sandbox)."""
+    jobs = [({"mode": "check", "code": f"assert {i} % 3 != 0", "seconds": 2.0}, 2.0) for i in range(6)]
+    with Sandbox(2, SMALL) as sandbox:
+        for _ in range(3):
+            results = sandbox.run_many(jobs)
+            assert [r["error"] for r in results] == [None if i % 3 else "assertion" for i in range(6)], results
+
+
 def test_run_many_keeps_order_and_isolation():
     jobs = [({"mode": "check", "code": f"assert {i} % 3 != 0", "seconds": 2.0}, 2.0) for i in range(9)]
     results = run_many(jobs, workers=3)
