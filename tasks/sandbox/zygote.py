@@ -152,26 +152,28 @@ def _kill(pid: int) -> None:
             pass
 
 
+def _others() -> list[int]:
+    me = os.getpid()
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
+
+
 def _kill_leftovers(pid: int, in_pid_namespace: bool) -> None:
     """Every process but the namespace's init and this zygote (or, outside one, the worker's group)."""
     _kill(pid)
     if not in_pid_namespace:
-        return
-    me = os.getpid()
-    for _ in range(3):  # a leftover may fork while we sweep; sweep until nothing is left
-        others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
-        if not others:
-            return
-        for other in others:
-            try:
-                os.kill(other, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+        return  # never kill(-1) outside a PID namespace: that would reach the user's own processes
+    deadline = time.monotonic() + 5.0
+    while _others() and time.monotonic() < deadline:
+        try:
+            os.kill(-1, signal.SIGKILL)  # all of this namespace we may signal, but init and us, at once
+        except ProcessLookupError:
+            pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:  # reap ours; init reaps the orphans
                 pass
-        for other in others:
-            try:
-                os.waitpid(other, 0)  # reaps those that were ours; others are reaped by init
-            except ChildProcessError:
-                pass
+        except ChildProcessError:
+            pass
+        time.sleep(0.002)
 
 
 def _clear(path: str) -> None:
