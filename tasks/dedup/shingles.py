@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import numpy as np
 
 from tasks.dedup.tokens import (
+    DEFINING_WORDS,
     IDENTIFIER_START,
     KEPT_WORDS,
+    OPERATORS,
     PLACEHOLDER,
+    PROSE_STOP_WORDS,
     WORD_BYTES,
-    code_prose_tokens,
     normalized_tokens,
     text_segments,
 )
@@ -207,26 +210,116 @@ def _pow_table(n: int) -> np.ndarray:
     return np.array([pow(int(_POLY), k, 1 << 64) for k in range(n + 1)], dtype=np.uint64)
 
 
+# Token classes of the code + prose view: 1 = word byte ("." apart: see `_word_spans`),
+# 2 = operator byte. A token is a run of one class, so `a+=b` is a, +=, b.
+_CLASS = bytes(1 if c in WORD_BYTES and c != ord(".") else 2 if c in OPERATORS else 0 for c in range(256))
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[list(b" \t\r\n\f\v")] = True
+_DIGIT_START = np.zeros(256, dtype=bool)
+_DIGIT_START[list(b"0123456789.")] = True  # numbers (example values) and `.attributes` in prose
+_UNDERSCORE = ord("_")
+_OPEN_PAREN = ord("(")
+_STOP_HASHES = np.sort(_token_hashes(sorted(w.encode() for w in PROSE_STOP_WORDS)))
+_DEFINING_HASHES = np.sort(_token_hashes(sorted(DEFINING_WORDS)))
+_DOC_SALT = np.uint64(0xD6E8FEB86659FD93)
+
+
+def _in_sorted(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    pos = np.minimum(np.searchsorted(table, values), len(table) - 1)
+    return table[pos] == values
+
+
+@dataclass
+class _CodeProseTokens:
+    """Tokens of a batch of texts in the code + prose view, in text order."""
+
+    buffer: bytes
+    starts: np.ndarray
+    ends: np.ndarray
+    hashes: np.ndarray  # canonical: renameable code identifiers carry the placeholder's hash
+    doc: np.ndarray
+    code: np.ndarray  # token is in code
+    canonical: np.ndarray  # code token replaced by the placeholder
+    prose_kept: np.ndarray  # prose word that counts (not a stop word, number or code identifier)
+
+
+def _code_prose_tokens(texts: Sequence[str]) -> _CodeProseTokens:
+    """In code: words and operator runs; identifiers become "_" unless kept words or called
+    names (`name(` or `name (`, but not right after `def`/`function`/...: a definition is
+    renameable). In prose: words, of which stop words, numbers, words with "_" and words
+    that are identifiers in the same text's code do not count (a rename reaches the prose
+    that names a variable). Array operations over the whole batch, no object per token."""
+    segments: list[bytes] = []
+    doc_of_segment: list[int] = []
+    segment_is_code: list[bool] = []
+    for i, text in enumerate(texts):
+        for segment, is_code in text_segments(text, True):
+            segments.append(segment)
+            doc_of_segment.append(i)
+            segment_is_code.append(is_code)
+    buffer, segment_ends = _token_buffer(segments)
+    data = np.frombuffer(buffer, dtype=np.uint8)
+    cls = np.frombuffer(buffer.translate(_CLASS), dtype=np.int8)
+    change = cls[1:] != cls[:-1]
+    starts = np.flatnonzero(change & (cls[1:] != 0)) + 1
+    ends = np.flatnonzero(change & (cls[:-1] != 0)) + 1
+    is_word = cls[starts] == 1
+    starts = starts - (is_word & (data[starts - 1] == ord(".")))  # `.attr` keeps its dot
+    segment = np.searchsorted(segment_ends, starts, side="right")
+    code = np.array(segment_is_code, dtype=bool)[segment] if len(starts) else np.zeros(0, bool)
+    keep = is_word | code  # operators count only in code
+    starts, ends, is_word, segment, code = starts[keep], ends[keep], is_word[keep], segment[keep], code[keep]
+    doc = np.array(doc_of_segment, dtype=np.int64)[segment] if len(starts) else np.zeros(0, np.int64)
+    raw = _span_hashes(buffer, starts, ends)
+    # A call: "(" right after the name, or after one or two whitespace bytes.
+    nxt = data[ends]
+    called = nxt == _OPEN_PAREN
+    gap = _SPACE[nxt]
+    called[gap] = data[ends[gap] + 1] == _OPEN_PAREN
+    gap2 = gap & _SPACE[data[np.minimum(ends + 1, len(data) - 1)]]
+    called[gap2] = data[ends[gap2] + 2] == _OPEN_PAREN
+    after_definer = np.zeros(len(starts), bool)
+    if len(starts) > 1:
+        after_definer[1:] = _in_sorted(raw[:-1], _DEFINING_HASHES) & (doc[1:] == doc[:-1])
+    renameable = is_word & _renameable_mask(buffer, starts, raw)
+    canonical = code & renameable & ~(called & ~after_definer)
+    hashes = np.where(canonical, _PLACEHOLDER_HASH, raw)
+    # Prose words that count.
+    prose_kept = ~code & ~_DIGIT_START[data[starts]]
+    idx = np.flatnonzero(prose_kept)
+    bad = _in_sorted(raw[idx], _STOP_HASHES)
+    underscores = np.flatnonzero(data == _UNDERSCORE)
+    if len(underscores):
+        bad |= np.searchsorted(underscores, ends[idx]) > np.searchsorted(underscores, starts[idx])
+    identifiers = np.flatnonzero(code & renameable)
+    if len(identifiers) and len(idx):
+        with np.errstate(over="ignore"):
+            salt = doc.astype(np.uint64) * _DOC_SALT
+            bad |= np.isin(fmix64(raw[idx] + salt[idx]), fmix64(raw[identifiers] + salt[identifiers]))
+    prose_kept[idx[bad]] = False
+    return _CodeProseTokens(buffer, starts, ends, hashes, doc, code, canonical, prose_kept)
+
+
+def code_prose_tokens(text: str) -> tuple[list[bytes], list[bytes]]:
+    """(code tokens, prose words) of one text as the code + prose shingles see them."""
+    t = _code_prose_tokens([text])
+    code = [PLACEHOLDER if c else t.buffer[s:e] for s, e, c in zip(t.starts[t.code], t.ends[t.code], t.canonical[t.code])]
+    prose = [t.buffer[s:e] for s, e in zip(t.starts[t.prose_kept], t.ends[t.prose_kept])]
+    return code, prose
+
+
 def _code_prose_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
     """Shingle hashes of the code + prose view: hash of (marker, *tokens) as `shingle_hash`
     computes it, i.e. fmix64(marker * P^len + Horner(tokens)), for all texts in bulk."""
-    code_lists, prose_lists = [], []
-    for text in texts:
-        code, prose = code_prose_tokens(text)
-        code_lists.append(code)
-        prose_lists.append(prose)
     n_docs = len(texts)
-    code_len = np.fromiter(map(len, code_lists), dtype=np.int64, count=n_docs)
-    prose_len = np.fromiter(map(len, prose_lists), dtype=np.int64, count=n_docs)
-    code_tokens = [t for lst in code_lists for t in lst]
-    prose_tokens = [t for lst in prose_lists for t in lst]
+    t = _code_prose_tokens(texts)
+    tok, doc_of_token = t.hashes[t.code], t.doc[t.code]
+    code_len = np.bincount(doc_of_token, minlength=n_docs).astype(np.int64)
     markers = _token_hashes(_COPY_MARKER_TOKENS + [_PROSE_MARKER_TOKEN])
     powers = _pow_table(ngram)
     parts, docs = [], []
-    if code_tokens:
-        tok = _token_hashes(code_tokens)
+    if tok.shape[0]:
         total = tok.shape[0]
-        doc_of_token = np.repeat(np.arange(n_docs), code_len)
         span = max(total - ngram + 1, 0)
         with np.errstate(over="ignore"):
             acc = np.zeros(span, dtype=np.uint64)
@@ -248,15 +341,24 @@ def _code_prose_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np
             for j in range(CODE_WEIGHT):
                 parts.append(fmix64(markers[j] * acc_pow + acc))
                 docs.append(acc_doc)
-    if prose_tokens:
+    if t.prose_kept.any():
         with np.errstate(over="ignore"):
-            parts.append(fmix64(markers[-1] * _POLY + _token_hashes(prose_tokens)))
-        docs.append(np.repeat(np.arange(n_docs), prose_len))
+            parts.append(fmix64(markers[-1] * _POLY + t.hashes[t.prose_kept]))
+        docs.append(t.doc[t.prose_kept])
     if not parts:
         return np.zeros(0, dtype=np.uint64), np.zeros(n_docs, dtype=np.int64)
-    doc = np.concatenate(docs)
-    order = np.argsort(doc, kind="stable")
-    return np.concatenate(parts)[order], np.bincount(doc, minlength=n_docs).astype(np.int64)
+    # Group by document without a sort: each part is in document order already, so a part's
+    # shingle goes to its document's offset + what earlier parts put there + its rank in its
+    # document within the part.
+    counts = [np.bincount(d, minlength=n_docs) for d in docs]
+    total = np.sum(counts, axis=0).astype(np.int64)
+    out = np.empty(int(total.sum()), dtype=np.uint64)
+    base = np.cumsum(total) - total
+    for part, d, c in zip(parts, docs, counts):
+        first = np.cumsum(c) - c  # where this document's run starts within the part
+        out[base[d] + np.arange(len(d)) - first[d]] = part
+        base = base + c
+    return out, total
 
 
 def batch_shingle_hashes(

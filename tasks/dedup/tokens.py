@@ -192,31 +192,5 @@ PROSE_STOP_WORDS = frozenset(
 DEFINING_WORDS = frozenset(b"def function fn func fun sub class struct new".split())
 
 
-def code_prose_tokens(text: str) -> tuple[list[bytes], list[bytes]]:
-    """(code tokens, prose words) of a text, as the code + prose shingles see them: in code,
-    identifiers that are not kept words or called names become "_"; in prose, stop words,
-    numbers (example values), words with "_" and words that are identifiers of the text's
-    code are dropped (a rename reaches the prose that names a variable)."""
-    code: list[bytes] = []
-    code_words: set[bytes] = set()
-    prose: list[bytes] = []
-    for segment, is_code in text_segments(text, True):
-        if not is_code:
-            prose.extend(tokenize(segment))
-            continue
-        prev = b""
-        for m in _CODE_TOKEN.finditer(segment.translate(_TO_SPACE_KEEP_PAREN)):
-            tok, called = m.group(1) or m.group(3), m.group(2) is not None
-            code_words.add(tok)
-            keep = called and prev not in DEFINING_WORDS
-            code.append(tok if keep or not renameable(tok) else PLACEHOLDER)
-            prev = tok
-    words = [w for w in prose if w[0] != 0x2E and w.decode("utf-8", "replace") not in PROSE_STOP_WORDS
-             and not w.isdigit() and b"_" not in w and w not in code_words]
-    return code, words
-
-
 # Operators are tokens in code: `a + b` and `a - b` are different programs (prose has none).
-_OPERATORS = b"+-*/%<>=!&|^~"
-_TO_SPACE_KEEP_PAREN = bytes(c if c in WORD_BYTES or c == 0x28 or c in _OPERATORS else 0x20 for c in range(256))
-_CODE_TOKEN = re.compile(rb"(\.?[0-9A-Za-z_\x80-\xff]+)(?:\.(?![0-9A-Za-z_\x80-\xff]))*( *\()?|([-+*/%<>=!&|^~]+)")
+OPERATORS = b"+-*/%<>=!&|^~"
