@@ -138,7 +138,10 @@ def run_refresh(seeds: int, teacher_url: str, stats_url: str, in_flight: int, la
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The CLI's output goes to a file: a pipe read only at the end would fill and stall it.
+    log_path = work / f"refresh-{seeds}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     rss = TreeRss(proc.pid)
     rss.start()
     first_request = last_reply = None
@@ -152,11 +155,12 @@ def run_refresh(seeds: int, teacher_url: str, stats_url: str, in_flight: int, la
         if last_reply is None and seen["completed_requests"] >= expected:
             last_reply = now
     wall = time.perf_counter() - started
-    stdout, stderr = proc.communicate()
+    log.close()
+    stderr = log_path.read_text()
     peak = rss.stop()
     if log_dir:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
-        (Path(log_dir) / f"refresh-{seeds}.log").write_text(stderr)
+        shutil.copy(log_path, Path(log_dir) / log_path.name)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"refresh of {seeds} seeds failed ({proc.returncode}):\n{stderr[-3000:]}")
