@@ -33,7 +33,8 @@ def refresh(url: str, out, *extra: str, env: dict | None = None) -> subprocess.C
 @pytest.mark.parametrize("output_format", ["sections_tests", "json_tests"])
 def test_refresh_validates_and_drops_exactly_the_planted_failures(prefect_server, teacher_url, tmp_path, output_format):
     out = tmp_path / "ds"
-    result = refresh(teacher_url, out, "--output-format", output_format)
+    # Python seeds only: rows in a language without a runner would be kept as unverified.
+    result = refresh(teacher_url, out, "--output-format", output_format, "--language", "python")
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["accounting"]["balanced"], manifest["accounting"]
@@ -44,6 +45,7 @@ def test_refresh_validates_and_drops_exactly_the_planted_failures(prefect_server
     planted = sum(planted_test_failure(976 + i) for i in seeds)
     assert validate["in"] == 40 and validate["dropped"] == {"tests_failed": planted} and validate["out"] == 40 - planted
     assert validate["extra"]["isolation"] == "bwrap"
+    assert validate["extra"]["by_language"] == {"python": {"passed": 40 - planted, "tests_failed": planted}}
     kept = pq.read_table(out / "data").column("request_seed").to_pylist()
     assert len(kept) == manifest["rows"] == 40 - planted
     assert not any(planted_test_failure(s) for s in kept)
