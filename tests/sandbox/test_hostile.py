@@ -72,6 +72,12 @@ def test_a_fake_pass_then_an_early_exit_fails(sandbox):
     failed(run(sandbox, FORGE_ALL_FDS + "os._exit(0)\n", NO_PYTHON_GUARD), "forged_result")
 
 
+def test_flooding_the_report_channel_fails_and_is_bounded(sandbox):
+    code = "import os\nchunk = b'x' * (1 << 20)\nfor _ in range(64):\n    os.write(3, chunk)\n"
+    result = failed(run(sandbox, code, NO_PYTHON_GUARD, seconds=5.0), "forged_result")
+    assert "too many bytes" in result["detail"]
+
+
 def test_a_frame_that_copies_the_harness_format_but_not_its_nonce_fails(sandbox):
     code = """
     import json, os, struct
