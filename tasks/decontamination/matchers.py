@@ -29,7 +29,7 @@ from itertools import chain, repeat
 import numpy as np
 
 from tasks.dedup import minhash
-from tasks.dedup.shingles import batch_shingle_hashes, shingle_hashes
+from tasks.dedup.shingles import batch_shingle_hashes, code_prose_shingle_hashes, code_prose_token_batch, shingle_hashes
 from tasks.dedup.tokens import normalized_tokens
 from tasks.decontamination.benchmarks import CODE, PROBLEM, SOLUTION, TEST, BenchmarkItem, problem_family
 
@@ -344,17 +344,9 @@ class _SignatureIndex:
         return qrow[keep], irow[keep], jac[keep]
 
 
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
-
-
-def code_shape(text: str) -> str:
-    """Code as the containment check reads it: every number literal is "0". Example values
-    and constants are the first thing a paraphrase changes; they do not identify a program."""
-    return _NUMBER.sub("0", text)
-
-
 class _ContainmentIndex:
-    """Benchmark code as sets of canonical token n-grams in one sorted table. A batch of
+    """Benchmark code as sets of canonical token n-grams (every number "0": example values and
+    constants are the first thing a paraphrase changes) in one sorted table. A batch of
     samples is joined against it with numpy to count, per (sample, item text), how many
     distinct shingles of the item text the sample holds: containment, not Jaccard, because
     a benchmark solution usually sits inside a longer answer.
@@ -385,8 +377,10 @@ class _ContainmentIndex:
         if self.keys.shape[0] == 0 or hashes.shape[0] == 0:
             return empty
         doc = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-        pairs = np.unique(np.stack([doc, hashes.view(np.int64)]), axis=1)
-        doc, hashes = pairs[0], pairs[1].view(np.uint64)
+        with np.errstate(over="ignore"):  # one distinct key per (sample, shingle): a 1-D unique, not a 2-D one
+            salted = hashes ^ (doc.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        _, first = np.unique(salted, return_index=True)
+        doc, hashes = doc[first], hashes[first]
         left = np.searchsorted(self.keys, hashes, side="left")
         right = np.searchsorted(self.keys, hashes, side="right")
         reps = right - left
@@ -455,17 +449,20 @@ class MinhashMatcher:
             for text in item.of_kind(CODE) or item.of_kind(SOLUTION):
                 if whitelist.allows(text, CODE):
                     continue
-                texts.append(code_shape(text))
+                texts.append(text)
                 owners.append(idx)
-        hashes, counts = batch_shingle_hashes(texts, self.CONTAIN_NGRAM, canonicalize_identifiers=True)
+        hashes, counts = batch_shingle_hashes(texts, self.CONTAIN_NGRAM, canonicalize_identifiers=True, code_weight=1,
+                                              numbers_as_zero=True)
         sets = [np.unique(part) for part in np.split(hashes, np.cumsum(counts)[:-1])] if texts else []
         self.contain_owner = np.array(owners, dtype=np.int64)
         self.contain = _ContainmentIndex(sets, [problem_family(items[i]) for i in owners], self.CONTAIN_MAX_FAMILIES)
 
-    def containment_scores(self, problem_words: list[list[str]], codes: list[str]):
-        """(sample, item, code containment, prose containment) of every pair worth a look."""
-        hashes, counts = batch_shingle_hashes([code_shape(c) for c in codes], self.CONTAIN_NGRAM,
-                                              canonicalize_identifiers=True)
+    def containment_scores(self, problem_words: list[list[str]], codes: list[str], tokens=None):
+        """(sample, item, code containment, prose containment) of every pair worth a look.
+        `tokens`: code_prose_token_batch(codes) when the caller has it."""
+        tokens = code_prose_token_batch(codes) if tokens is None else tokens
+        hashes, counts = code_prose_shingle_hashes(tokens, len(codes), self.CONTAIN_NGRAM, code_weight=1,
+                                                   numbers_as_zero=True)
         sample, row, shared = self.contain.shared(hashes, counts)
         sizes = self.contain.sizes[row]
         code_share = shared / np.maximum(sizes, 1)
@@ -496,13 +493,13 @@ class MinhashMatcher:
 
     def _code_sigs(self, texts: list[str]) -> np.ndarray:
         return minhash.minhash_signatures(texts, num_perm=self.num_perm, ngram=self.code_ngram, seed=self.seed,
-                                          canonicalize_identifiers=True)
+                                          canonicalize_identifiers=True, code_weight=1)
 
     def _prose_set(self, text: str) -> np.ndarray:
         return np.unique(shingle_hashes(text, 1))
 
     def _code_set(self, text: str) -> np.ndarray:
-        return np.unique(shingle_hashes(text, self.code_ngram, canonicalize_identifiers=True))
+        return np.unique(shingle_hashes(text, self.code_ngram, canonicalize_identifiers=True, code_weight=1))
 
     def match(self, problems: list[str], solutions: list[str], problem_words=None) -> list[Hit | None]:
         out: list[Hit | None] = [None] * len(problems)
@@ -511,9 +508,14 @@ class MinhashMatcher:
         bags = [self.prose_text(p, pw) for p, pw in zip(problems, problem_words)]
         rows = [i for i, b in enumerate(bags) if b is not None]
         codes = [code_of(s) for s in solutions]
+        tokens = code_prose_token_batch(codes)  # one pass for the code signatures and the containment check
+
+        def code_sigs(texts: list[str]) -> np.ndarray:
+            hashes, counts = code_prose_shingle_hashes(tokens, len(texts), self.code_ngram, code_weight=1)
+            return minhash.signatures_of_hashes(hashes, counts, self.num_perm, self.seed)
         sides = [
             ("problem", self.prose, rows, [bags[i] for i in rows], self._prose_sigs, self._prose_set, self.prose_sets),
-            ("solution", self.code, list(range(len(codes))), codes, self._code_sigs, self._code_set, self.code_sets),
+            ("solution", self.code, list(range(len(codes))), codes, code_sigs, self._code_set, self.code_sets),
         ]
         for side, index, doc_rows, texts, sign, shingle_set, item_sets in sides:
             if not texts:
@@ -534,7 +536,7 @@ class MinhashMatcher:
                     how = "exact" if self.verify_exact else "estimated"
                     out[d] = Hit(MINHASH, int(index.owners[i]), f"{side} ~ {how} Jaccard {j:.2f}", float(j))
         split = [words(p) if pw is None else pw for p, pw in zip(problems, problem_words)]
-        for d, item, code_share, prose_share in self.containment_scores(split, codes):
+        for d, item, code_share, prose_share in self.containment_scores(split, codes, tokens):
             if prose_share < self.CONTAIN_PROSE or out[d] is not None:
                 continue
             out[d] = Hit(MINHASH, item, f"code contained {code_share:.2f}, problem words {prose_share:.2f}",

@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from tasks.dedup.shingles import batch_shingle_hashes, fmix64
+from tasks.dedup.shingles import CODE_WEIGHT, batch_shingle_hashes, fmix64
 from tasks.dedup.workers import chunk_texts, map_chunks, sendable_chunk
 
 # --- datasketch's permutation schemes (datasketch >= 2.0; "legacy" is every earlier version)
@@ -68,6 +68,12 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 # faster than one (shingles x num_perm) pass on 2 KB documents.
 _BLOCK_SHINGLES = 4096
 _BLOCK_PERMS = 32
+
+
+def signatures_of_hashes(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int = 1,
+                         scheme: str = DEFAULT_SCHEME) -> np.ndarray:
+    """Signatures of documents given as their concatenated shingle hashes and per-document counts."""
+    return _signatures_of_hashes(hashes, counts, num_perm, seed, scheme)
 
 
 def _signatures_of_hashes(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, scheme: str) -> np.ndarray:
@@ -118,11 +124,12 @@ _TEXTS_PER_PASS = 256
 
 
 def _signature_chunk(args) -> np.ndarray:
-    texts, num_perm, ngram, seed, canonicalize_identifiers, scheme = args
+    texts, num_perm, ngram, seed, canonicalize_identifiers, scheme, code_weight = args
     texts = chunk_texts(texts)
     out = np.empty((len(texts), num_perm), dtype=signature_dtype(scheme))
     for lo in range(0, len(texts), _TEXTS_PER_PASS):
-        hashes, counts = batch_shingle_hashes(texts[lo : lo + _TEXTS_PER_PASS], ngram, canonicalize_identifiers)
+        hashes, counts = batch_shingle_hashes(texts[lo : lo + _TEXTS_PER_PASS], ngram, canonicalize_identifiers,
+                                              code_weight)
         out[lo : lo + len(counts)] = _signatures_of_hashes(hashes, counts, num_perm, seed, scheme)
     return out
 
@@ -137,6 +144,7 @@ def minhash_signatures(
     scheme: str = DEFAULT_SCHEME,
     workers: int = 1,
     chunk_size: int = 2000,
+    code_weight: int = CODE_WEIGHT,
 ) -> np.ndarray:
     """(len(texts), num_perm) MinHash signatures; row i equals datasketch's
     `MinHash(num_perm, seed, hashfunc=shingle_hash32, scheme=scheme)` updated with the
@@ -148,7 +156,8 @@ def minhash_signatures(
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     chunks = [texts[i : i + chunk_size] for i in range(0, len(texts), chunk_size)]
-    parts = list(signature_chunks(chunks, num_perm, ngram, seed, canonicalize_identifiers, scheme, workers))
+    parts = list(signature_chunks(chunks, num_perm, ngram, seed, canonicalize_identifiers, scheme, workers,
+                                  code_weight=code_weight))
     if not parts:
         return np.zeros((0, num_perm), dtype=signature_dtype(scheme))
     return np.concatenate(parts)
@@ -163,6 +172,7 @@ def signature_chunks(
     scheme: str = DEFAULT_SCHEME,
     workers: int = 1,
     pool: Executor | None = None,
+    code_weight: int = CODE_WEIGHT,
 ) -> Iterator[np.ndarray]:
     """Signatures of a stream of text chunks, in order, in `pool` (or `workers` new processes).
     A chunk is a sequence of str or an Arrow table (its columns joined per row by newlines).
@@ -170,7 +180,7 @@ def signature_chunks(
     Streaming keeps only a few chunks of text in memory, so a million documents need
     memory for their signatures, not their text.
     """
-    args = ((sendable_chunk(c), num_perm, ngram, seed, canonicalize_identifiers, scheme) for c in chunks)
+    args = ((sendable_chunk(c), num_perm, ngram, seed, canonicalize_identifiers, scheme, code_weight) for c in chunks)
     return map_chunks(_signature_chunk, args, workers, pool)
 
 

@@ -31,6 +31,7 @@ from tasks.dedup.workers import chunk_texts, map_chunks, sendable_chunk
 # Bump when tokens, normalisation or shingle hashing change: persisted signatures built
 # with another version cannot be compared with new ones.
 SHINGLE_VERSION = "code3x-prose1-poly64-3"
+CODE_WEIGHT = 3  # copies of each code shingle in the code + prose view (see _code_prose_hashes)
 
 _MIX_C1 = np.uint64(0xFF51AFD7ED558CCD)
 _MIX_C2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -185,10 +186,11 @@ def shingles(text: str, ngram: int = 5, canonicalize_identifiers: bool = False) 
     return [tuple(toks[i : i + ngram]) for i in range(len(toks) - ngram + 1)]
 
 
-def shingle_hashes(text: str, ngram: int = 5, canonicalize_identifiers: bool = False) -> np.ndarray:
+def shingle_hashes(text: str, ngram: int = 5, canonicalize_identifiers: bool = False,
+                   code_weight: int = CODE_WEIGHT) -> np.ndarray:
     """64-bit hashes (uint64) of the token n-grams of the normalised text, in text order
     (duplicates kept; np.unique gives the set)."""
-    hashes, _ = batch_shingle_hashes([text], ngram, canonicalize_identifiers)
+    hashes, _ = batch_shingle_hashes([text], ngram, canonicalize_identifiers, code_weight)
     return hashes
 
 
@@ -200,8 +202,7 @@ def shingle_hashes(text: str, ngram: int = 5, canonicalize_identifiers: bool = F
 # counts CODE_WEIGHT times (as CODE_WEIGHT marked copies), so a changed lead-in sentence
 # does not outweigh an unchanged program. Chosen on bench/quality.py's dev sets
 # (docs/near_dedup.md): weight 3 and code 4-grams gave heavy-rewrite recall 0.89 at
-# Jaccard 0.7 against 0.59 unweighted.
-CODE_WEIGHT = 3
+# Jaccard 0.7 against 0.59 unweighted. (CODE_WEIGHT is defined at the top.)
 _COPY_MARKER_TOKENS = [b"\x01code%d" % j for j in range(CODE_WEIGHT)]
 _PROSE_MARKER_TOKEN = b"\x01prose"
 
@@ -217,6 +218,9 @@ _SPACE = np.zeros(256, dtype=bool)
 _SPACE[list(b" \t\r\n\f\v")] = True
 _DIGIT_START = np.zeros(256, dtype=bool)
 _DIGIT_START[list(b"0123456789.")] = True  # numbers (example values) and `.attributes` in prose
+_NUMBER_START = np.zeros(256, dtype=bool)
+_NUMBER_START[list(b"0123456789")] = True
+_ZERO_HASH = _token_hashes([b"0"])[0]
 _UNDERSCORE = ord("_")
 _OPEN_PAREN = ord("(")
 _STOP_HASHES = np.sort(_token_hashes(sorted(w.encode() for w in PROSE_STOP_WORDS)))
@@ -241,9 +245,10 @@ class _CodeProseTokens:
     code: np.ndarray  # token is in code
     canonical: np.ndarray  # code token replaced by the placeholder
     prose_kept: np.ndarray  # prose word that counts (not a stop word, number or code identifier)
+    number: np.ndarray  # code token that is a number
 
 
-def _code_prose_tokens(texts: Sequence[str]) -> _CodeProseTokens:
+def code_prose_token_batch(texts: Sequence[str]) -> _CodeProseTokens:
     """In code: words and operator runs; identifiers become "_" unless kept words or called
     names (`name(` or `name (`, but not right after `def`/`function`/...: a definition is
     renameable). In prose: words, of which stop words, numbers, words with "_" and words
@@ -297,23 +302,30 @@ def _code_prose_tokens(texts: Sequence[str]) -> _CodeProseTokens:
             salt = doc.astype(np.uint64) * _DOC_SALT
             bad |= np.isin(fmix64(raw[idx] + salt[idx]), fmix64(raw[identifiers] + salt[identifiers]))
     prose_kept[idx[bad]] = False
-    return _CodeProseTokens(buffer, starts, ends, hashes, doc, code, canonical, prose_kept)
+    number = code & is_word & _NUMBER_START[data[starts]]
+    return _CodeProseTokens(buffer, starts, ends, hashes, doc, code, canonical, prose_kept, number)
 
 
 def code_prose_tokens(text: str) -> tuple[list[bytes], list[bytes]]:
     """(code tokens, prose words) of one text as the code + prose shingles see them."""
-    t = _code_prose_tokens([text])
+    t = code_prose_token_batch([text])
     code = [PLACEHOLDER if c else t.buffer[s:e] for s, e, c in zip(t.starts[t.code], t.ends[t.code], t.canonical[t.code])]
     prose = [t.buffer[s:e] for s, e in zip(t.starts[t.prose_kept], t.ends[t.prose_kept])]
     return code, prose
 
 
-def _code_prose_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
+def _code_prose_hashes(texts: Sequence[str], ngram: int, code_weight: int = CODE_WEIGHT,
+                       numbers_as_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    return code_prose_shingle_hashes(code_prose_token_batch(texts), len(texts), ngram, code_weight, numbers_as_zero)
+
+
+def code_prose_shingle_hashes(t: _CodeProseTokens, n_docs: int, ngram: int, code_weight: int = CODE_WEIGHT,
+                              numbers_as_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Shingle hashes of the code + prose view: hash of (marker, *tokens) as `shingle_hash`
-    computes it, i.e. fmix64(marker * P^len + Horner(tokens)), for all texts in bulk."""
-    n_docs = len(texts)
-    t = _code_prose_tokens(texts)
-    tok, doc_of_token = t.hashes[t.code], t.doc[t.code]
+    computes it, i.e. fmix64(marker * P^len + Horner(tokens)), for all texts in bulk. One
+    `code_prose_token_batch` can give several views (n-gram sizes, numbers as "0")."""
+    hashes = np.where(t.number, _ZERO_HASH, t.hashes) if numbers_as_zero else t.hashes
+    tok, doc_of_token = hashes[t.code], t.doc[t.code]
     code_len = np.bincount(doc_of_token, minlength=n_docs).astype(np.int64)
     markers = _token_hashes(_COPY_MARKER_TOKENS + [_PROSE_MARKER_TOKEN])
     powers = _pow_table(ngram)
@@ -338,7 +350,7 @@ def _code_prose_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np
                 acc = np.concatenate((acc, extra))
                 acc_doc = np.concatenate((acc_doc, short))
                 acc_pow = np.concatenate((acc_pow, powers[code_len[short]]))
-            for j in range(CODE_WEIGHT):
+            for j in range(code_weight):
                 parts.append(fmix64(markers[j] * acc_pow + acc))
                 docs.append(acc_doc)
     if t.prose_kept.any():
@@ -362,14 +374,19 @@ def _code_prose_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np
 
 
 def batch_shingle_hashes(
-    texts: Sequence[str], ngram: int = 5, canonicalize_identifiers: bool = False
+    texts: Sequence[str], ngram: int = 5, canonicalize_identifiers: bool = False, code_weight: int = CODE_WEIGHT,
+    numbers_as_zero: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shingle hashes of many texts at once: (concatenated hashes, per-text counts).
-    With canonicalize_identifiers, the code + prose view (see CODE_WEIGHT)."""
+    With canonicalize_identifiers, the code + prose view: each code shingle `code_weight`
+    times (1 where only code is compared: the copies then change no similarity, only cost);
+    numbers_as_zero makes every number in code "0" (decontamination's containment check)."""
     if ngram < 1:
         raise ValueError("ngram must be at least 1")
+    if not 1 <= code_weight <= CODE_WEIGHT:
+        raise ValueError(f"code_weight must be between 1 and {CODE_WEIGHT}")
     if canonicalize_identifiers:
-        return _code_prose_hashes(texts, ngram)
+        return _code_prose_hashes(texts, ngram, code_weight, numbers_as_zero)
     segments: list[bytes] = []
     doc_of_segment: list[int] = []
     segment_is_code: list[bool] = []
