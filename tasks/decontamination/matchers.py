@@ -436,7 +436,7 @@ class MinhashMatcher:
     # unrelated problems; both at once is what a paraphrase of the item looks like.
     CONTAIN_NGRAM = 4  # canonical code tokens per shingle: MBPP solutions are 20-60 tokens
     CONTAIN_MAX_FAMILIES = 10  # a shingle in more problem families than this is boilerplate
-    CONTAIN_MIN_SHINGLES = 10  # item code with fewer distinctive shingles is not compared
+    CONTAIN_MIN_SHINGLES = 4  # item code with fewer distinctive shingles is not compared
     CONTAIN_CODE = 0.7  # share of the item's distinctive code shingles the sample must hold
     CONTAIN_PROSE = 0.6  # ...and share of the item problem's content words
     CONTAIN_MIN_WORDS = 3  # an item problem with fewer content words ("count the integers") says too little
