@@ -109,7 +109,12 @@ def score_decontamination(rows: list[dict], removed: dict[str, str]) -> dict:
     def family(item_id: str) -> str:
         return problem_family(BenchmarkItem("", item_id, ()))
     by_tier = defaultdict(lambda: [0, 0, 0])
+    by_bench = defaultdict(lambda: [0, 0])  # (tier, benchmark) -> found, rows
     for r in rows:
+        if r["item"]:
+            b = by_bench[(r["tier"], r["item"].split("/")[0].lower())]
+            b[0] += r["id"] in removed
+            b[1] += 1
         hit = r["id"] in removed
         right = hit and bool(r["item"]) and family(removed[r["id"]]) == family(r["item"])
         t = by_tier[r["tier"]]
@@ -122,6 +127,8 @@ def score_decontamination(rows: list[dict], removed: dict[str, str]) -> dict:
         out[tier] = {key: round(hit / n, 4), "rows": n}
         if not tier.startswith("clean"):
             out[tier]["attributed_to_the_item"] = round(right / n, 4)
+            out[tier]["recall_by_benchmark"] = {b: round(h / m, 4) for (t, b), (h, m) in sorted(by_bench.items())
+                                                if t == tier}
     clean = [v for k, v in by_tier.items() if k.startswith("clean")]
     out["clean_all"] = {"false_removal_rate": round(sum(c[0] for c in clean) / max(sum(c[1] for c in clean), 1), 4),
                         "rows": sum(c[1] for c in clean)}
