@@ -145,14 +145,16 @@ def run_refresh(seeds: int, teacher_url: str, stats_url: str, in_flight: int, la
     rss = TreeRss(proc.pid)
     rss.start()
     first_request = last_reply = None
-    expected = before["completed_requests"] + seeds
+    # Replies the server sent (200s), not distinct keys: a smaller run after a larger one
+    # asks for the same first seeds again (the cache is per output directory).
+    expected = sum(before["by_outcome"].values()) + seeds
     while proc.poll() is None:
         time.sleep(0.25 if first_request is None else 1.0)
         now = time.perf_counter() - started
         seen = get_json(f"{stats_url}?window=1")
         if first_request is None and seen["requests"] > before["requests"]:
             first_request = now
-        if last_reply is None and seen["completed_requests"] >= expected:
+        if last_reply is None and sum(seen["by_outcome"].values()) >= expected:
             last_reply = now
     wall = time.perf_counter() - started
     log.close()

@@ -10,10 +10,17 @@ from __future__ import annotations
 import hashlib
 import re
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from tasks.core.step import StepOutput, audit_rows
+from tasks.core.parquet_io import write_parquet_atomic
+from tasks.core.schema import AUDIT_SCHEMA
+from tasks.core.sources import StagedRows
+from tasks.core.stats import StageStats
+from tasks.core.step import StepOutput, audit_rows, run_step
 
 STAGE = "exact_dedup"
 # Digests computed ahead (in a worker process, as each generation shard lands) travel in
@@ -67,3 +74,28 @@ class ExactDeduper:
         mask = pa.array(dropped, type=pa.bool_())
         kept = table.filter(pc.invert(mask)) if table.num_rows else table
         return StepOutput(kept, audit_rows(table, mask, self.stage, self.REASON, duplicate_of=first_ids))
+
+
+class ShardDedup:
+    """Exact dedup of shards fed in seed order as they land, with one running digest set,
+    so which copy is first does not depend on which shard finished first."""
+
+    def __init__(self, out_dir: Path):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob("*.parquet"):
+            stale.unlink()
+        self.out_dir = out_dir
+        self.step = ExactDeduper()
+        self.stats = StageStats(STAGE)
+        self.files: list[str] = []
+        self.audits: list[pa.Table] = []
+
+    def add(self, path: str) -> StepOutput:
+        out = run_step(self.step, pq.read_table(path), self.stats)
+        self.files.append(str(write_parquet_atomic(out.kept, self.out_dir / Path(path).name)))
+        self.audits.append(out.audit)
+        return out
+
+    def staged(self) -> StagedRows:
+        audit = pa.concat_tables(self.audits) if self.audits else AUDIT_SCHEMA.empty_table()
+        return StagedRows(self.files, self.stats, audit)

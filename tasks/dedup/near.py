@@ -123,29 +123,58 @@ _PARALLEL_EXACT_ROWS = 20_000
 
 
 def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig) -> np.ndarray:
-    """Jaccard of the shingle sets of each pair; only rows in some pair are re-read and
-    shingled (in worker processes when there are many)."""
+    """Jaccard of the shingle sets of each pair; only rows in some pair are re-read, their
+    sets taken from the SHINGLES column where rows were shingled ahead, else shingled now
+    (in worker processes when there are many)."""
     wanted = np.unique(pairs)
-    order: list[np.ndarray] = []  # wanted rows of each chunk sent, in order
+    order: list[np.ndarray] = []  # wanted rows of each chunk sent for shingling, in order
+    sets: dict[int, np.ndarray] = {}
 
-    def texts_of_wanted() -> Iterator[list[str]]:
+    def texts_of_wanted() -> Iterator[pa.Table]:
         offset = 0
-        for chunk in source.chunks(columns=cfg.fields):
+        for chunk in source.chunks(columns=(*cfg.fields, SHINGLES)):
             lo, hi = np.searchsorted(wanted, [offset, offset + chunk.num_rows])
             if hi > lo:
-                order.append(wanted[lo:hi])
-                yield _text_columns(chunk.take(pa.array(wanted[lo:hi] - offset, pa.int64())), cfg.fields)
+                rows = pa.array(wanted[lo:hi] - offset, pa.int64())
+                if SHINGLES in chunk.column_names:
+                    sets.update(zip(wanted[lo:hi].tolist(), _list_arrays(chunk[SHINGLES].take(rows))))
+                else:
+                    order.append(wanted[lo:hi])
+                    yield _text_columns(chunk.take(rows), cfg.fields)
             offset += chunk.num_rows
 
     # Starting worker processes costs about a second; fewer rows than this are shingled
     # sooner in this process (~60 us a row).
     workers = cfg.workers if len(wanted) > _PARALLEL_EXACT_ROWS else 1
-    sets: dict[int, np.ndarray] = {}
     for k, chunk_sets in enumerate(
         shingle_set_chunks(texts_of_wanted(), cfg.ngram, cfg.canonicalize_identifiers, workers)
     ):
         sets.update(zip(order[k].tolist(), chunk_sets))
-    return _set_jaccard(pairs, wanted, [sets[i] for i in wanted.tolist()])
+    ordered = [sets.pop(i) for i in wanted.tolist()]  # the dict lets go of each set as it is listed
+    return _set_jaccard(pairs, wanted, ordered)
+
+
+# Shingle sets computed ahead (in a worker process, as each generation shard lands) travel
+# in this column, so the exact-Jaccard check at the end only reads them.
+SHINGLES = "_shingles"
+
+
+def shingle_set_column(table: pa.Table, cfg: NearDedupConfig) -> pa.ListArray:
+    """Every row's shingle set (in this process), as a list<uint64> column."""
+    sets: list[np.ndarray] = []
+    if table.num_rows:
+        (sets,) = shingle_set_chunks([_text_columns(table, cfg.fields)], cfg.ngram, cfg.canonicalize_identifiers, 1)
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in sets], dtype=np.int64)])
+    values = np.concatenate(sets).astype(np.uint64, copy=False) if sets else np.zeros(0, np.uint64)
+    return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(values, pa.uint64()))
+
+
+def _list_arrays(column) -> list[np.ndarray]:
+    """The numpy array of each row of a list column."""
+    flat = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = flat.flatten().to_numpy(zero_copy_only=False)
+    bounds = np.concatenate([[0], np.cumsum(pc.list_value_length(flat).to_numpy(zero_copy_only=False))])
+    return [values[bounds[i] : bounds[i + 1]] for i in range(len(flat))]
 
 
 def _set_jaccard(pairs: np.ndarray, rows: np.ndarray, sets: list[np.ndarray], batch: int = 1 << 16) -> np.ndarray:
@@ -159,9 +188,14 @@ def _set_jaccard(pairs: np.ndarray, rows: np.ndarray, sets: list[np.ndarray], ba
     sizes = np.array([len(x) for x in sets], dtype=np.int64)
     indptr = np.concatenate([[0], np.cumsum(sizes)])
     values = np.concatenate(sets) if len(sets) else np.zeros(0, np.uint64)
-    _, columns = np.unique(values, return_inverse=True)
-    shape = (len(sets), int(columns.max(initial=-1)) + 1)
-    matrix = csr_matrix((np.ones(len(values), np.int32), columns.ravel(), indptr), shape=shape)
+    # Column numbers by hashing (Arrow's dictionary encoding, int32), not by sorting: no
+    # sorted copy of every shingle and no int64 inverse next to them at the peak.
+    encoded = pc.dictionary_encode(pa.array(values))
+    del values
+    columns = encoded.indices.to_numpy(zero_copy_only=False)
+    shape = (len(sets), len(encoded.dictionary))
+    del encoded
+    matrix = csr_matrix((np.ones(len(columns), np.int8), columns, indptr), shape=shape)
     left, right = np.searchsorted(rows, pairs[:, 0]), np.searchsorted(rows, pairs[:, 1])
     out = np.empty(len(pairs))
     for lo in range(0, len(pairs), batch):

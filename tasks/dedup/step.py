@@ -7,47 +7,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.core.parquet_io import write_parquet_atomic
-from tasks.core.schema import AUDIT_SCHEMA
 from tasks.core.sources import FileSource, StagedRows, apply_to_files, counts_line
-from tasks.core.stats import StageStats
-from tasks.core.step import StepOutput, run_step
-from tasks.dedup.exact import STAGE as EXACT_STAGE, ExactDeduper
+from tasks.dedup.exact import ShardDedup
 from tasks.dedup.near import (
     MINHASH, NearDedupConfig, Signatures, candidate_edges, collect_signatures, compute_signatures, decide_clusters,
 )
 
 # Rows move between these tasks as files on disk; their inputs are never worth hashing.
-
-
-class ShardDedup:
-    """Exact dedup of shards fed in seed order as they land, with one running digest set,
-    so which copy is first does not depend on which shard finished first."""
-
-    def __init__(self, out_dir: Path):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob("*.parquet"):
-            stale.unlink()
-        self.out_dir = out_dir
-        self.step = ExactDeduper()
-        self.stats = StageStats(EXACT_STAGE)
-        self.files: list[str] = []
-        self.audits: list[pa.Table] = []
-
-    def add(self, path: str) -> StepOutput:
-        out = run_step(self.step, pq.read_table(path), self.stats)
-        self.files.append(str(write_parquet_atomic(out.kept, self.out_dir / Path(path).name)))
-        self.audits.append(out.audit)
-        return out
-
-    def staged(self) -> StagedRows:
-        audit = pa.concat_tables(self.audits) if self.audits else AUDIT_SCHEMA.empty_table()
-        return StagedRows(self.files, self.stats, audit)
 
 
 @task(name="exact-dedup", cache_policy=NO_CACHE)

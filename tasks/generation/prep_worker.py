@@ -37,7 +37,7 @@ def prepare_shard(pairs_path: str, out_path: str) -> dict:
     from tasks.core.parquet_io import file_sha256, write_parquet_atomic
     from tasks.decontamination.decontaminate import CONTAMINATION
     from tasks.dedup.exact import PAIR_DIGEST, pair_digests
-    from tasks.dedup.near import MINHASH, signature_column
+    from tasks.dedup.near import MINHASH, SHINGLES, shingle_set_column, signature_column
 
     settings = _SETTINGS
     pairs_sha = file_sha256(pairs_path)
@@ -52,11 +52,13 @@ def prepare_shard(pairs_path: str, out_path: str) -> dict:
         nonlocal table
         start = time.process_time()
         table = table.append_column(name, make(table))
-        cpu[stage] = round(time.process_time() - start, 3)
+        cpu[stage] = round(cpu.get(stage, 0.0) + time.process_time() - start, 3)
 
     add_column("exact_dedup", PAIR_DIGEST, pair_digests)
     if settings.near_dedup is not None:
         add_column("near_dedup", MINHASH, lambda t: signature_column(t, settings.near_dedup))
+        if settings.near_dedup.verify_jaccard:  # the sets the exact-Jaccard check reads at the end
+            add_column("near_dedup", SHINGLES, lambda t: shingle_set_column(t, settings.near_dedup))
     if _DECONTAMINATOR is not None:
         add_column("decontaminate", CONTAMINATION, _DECONTAMINATOR.contamination_column)
     write_parquet_atomic(table.replace_schema_metadata({_META_KEY: json.dumps(made_from).encode()}), out_path)

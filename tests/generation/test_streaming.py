@@ -64,3 +64,35 @@ def test_a_shard_goes_to_the_teacher_before_sampling_ends_and_is_cleaned_as_it_l
         assert prepared["id"].to_pylist() == pairs["id"].to_pylist()
         assert {PAIR_DIGEST, MINHASH} <= set(prepared.column_names)
         assert set(s["prep_cpu_seconds"]) == {"exact_dedup", "near_dedup"}
+
+
+def test_seed_shards_stream_from_a_child_process_in_order_with_their_counts(tmp_path):
+    from tasks.seeds.sampling import SeedConfig
+    from tasks.seeds.stream import SeedShardStream
+
+    async def read(stream: SeedShardStream) -> list[str]:
+        return [path async for path in stream]
+
+    stream = SeedShardStream(SeedConfig(num_seeds=50), tmp_path / "seeds", 20)
+    paths = asyncio.run(read(stream))
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
+    indexes = [i for p in paths for i in pq.read_table(p)["seed_index"].to_pylist()]
+    assert indexes == list(range(50))
+    assert stream.stats["out"] == 50 and stream.stats["in"] == 50 + sum(stream.stats["dropped"].values())
+
+
+def test_a_sampling_error_in_the_child_is_the_same_one_line_user_error(tmp_path):
+    import pytest
+
+    from tasks.core.errors import UserError
+    from tasks.seeds.sampling import SeedConfig
+    from tasks.seeds.stream import SeedShardStream
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    async def read() -> list[str]:
+        return [p async for p in SeedShardStream(SeedConfig(num_seeds=5, source=str(empty)), tmp_path / "seeds", 5)]
+
+    with pytest.raises(UserError, match="no usable snippets|no .*files|nothing"):
+        asyncio.run(read())
