@@ -65,6 +65,8 @@ def refresh(
     tpm: Optional[int] = typer.Option(None, help="tokens-per-minute budget (prompt + max_tokens)"),
     max_cost: Optional[float] = typer.Option(None, help="stop sending when the run has cost this many USD"),
     max_tokens: Optional[int] = typer.Option(None, help="stop sending when the run has used this many tokens"),
+    price_in: Optional[float] = typer.Option(None, min=0, help="teacher's USD per 1M prompt tokens (default: built-in table)"),
+    price_out: Optional[float] = typer.Option(None, min=0, help="teacher's USD per 1M completion tokens"),
     context_size: Optional[int] = typer.Option(None, help="teacher context window, for max_tokens"),
     max_reply_tokens: Optional[int] = typer.Option(None, help="cap on max_tokens per request (paper: 2500)"),
     language: list[str] = typer.Option([], help="keep only these languages (repeatable)"),
@@ -113,12 +115,15 @@ def refresh(
         "teacher.tpm": tpm,
         "teacher.max_cost_usd": max_cost,
         "teacher.max_total_tokens": max_tokens,
+        "teacher.price_per_mtok_in": price_in,
+        "teacher.price_per_mtok_out": price_out,
         "teacher.context_size": context_size,
         "teacher.max_tokens_cap": max_reply_tokens,
     }
     from flows.refresh import RefreshConfig
 
     cfg = build_config(RefreshConfig, config, overrides, defaults=_local_teacher_defaults)
+    cfg.teacher.check_priced()  # --max-cost with no known price: refuse before anything starts
     if not validate:
         cfg.validation = None
     elif accept_weak_sandbox:

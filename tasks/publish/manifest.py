@@ -31,7 +31,19 @@ def usage(summaries: list[dict], prices: tuple) -> dict:
         "retries": _sum_extra(summaries, "retries_total"),
         "cache_hits": _sum_extra(summaries, "cache_hits"),
         "cost_usd": round(_sum_extra(summaries, "cost_usd") + _sum_extra(summaries, "cached_cost_usd"), 6),
+        # requests that timed out, lost their connection or came back cut short: a provider
+        # may bill them (the prompt at least); counted against the budget, not in cost_usd
+        "possibly_billed": {
+            "requests": _sum_extra(summaries, "possibly_billed_requests"),
+            "prompt_tokens": _sum_extra(summaries, "possibly_billed_tokens_in"),
+            "cost_usd": round(_sum_extra(summaries, "possibly_billed_cost_usd"), 6),
+        },
         "price_per_mtok": list(prices),
+        # where each price came from: "flag" (--price-in/out), "table:MODEL", "family:MODEL" (a dated snapshot)
+        "price_source": next(
+            (s["teacher"]["extra"]["price_source"] for s in summaries if s["teacher"].get("extra", {}).get("price_source")),
+            None,
+        ),
         "token_encoding": next(
             (s["teacher"]["extra"].get("encoding") for s in summaries if s["teacher"].get("extra")), None
         ),

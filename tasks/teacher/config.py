@@ -12,9 +12,13 @@ from urllib.parse import urlparse
 from pydantic import ConfigDict, Field, field_validator
 
 from tasks.core.config import FingerprintedConfig, operational
+from tasks.core.errors import UserError
 
-# USD per million tokens (input, output), as published by OpenAI when this was written.
-# A config's price_per_mtok_in/out, when set, wins; unknown models cost 0 unless priced.
+# USD per million tokens (input, output), standard tier, from OpenAI's pricing page
+# (https://platform.openai.com/docs/pricing, and the model pages under
+# https://platform.openai.com/docs/models/<name>, which list each snapshot's price).
+# A config's price_per_mtok_in/out (`--price-in/--price-out`), when set, wins. A model in
+# neither has no known price: a cost budget for it is refused (TeacherConfig.check_priced).
 PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
     "gpt-3.5-turbo-1106": (1.00, 2.00),
     "gpt-3.5-turbo-0125": (0.50, 1.50),
@@ -24,6 +28,28 @@ PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
     "gpt-4.1-mini": (0.40, 1.60),
     "gpt-4.1": (2.00, 8.00),
 }
+
+# Dated snapshots whose documented price is their family's (same pages as above). Only
+# these: a date suffix alone proves nothing (gpt-4o-2024-05-13 costs $5/$15, not gpt-4o's
+# $2.50/$10), so an unlisted snapshot has no known price rather than a guessed one.
+DATED_SNAPSHOTS: dict[str, str] = {
+    "gpt-4o-mini-2024-07-18": "gpt-4o-mini",  # the snapshot gpt-4o-mini points to
+    "gpt-4o-2024-08-06": "gpt-4o",
+    "gpt-4o-2024-11-20": "gpt-4o",
+    "gpt-4.1-2025-04-14": "gpt-4.1",
+    "gpt-4.1-mini-2025-04-14": "gpt-4.1-mini",
+}
+
+
+def table_price(model: str) -> tuple[tuple[float, float], str] | None:
+    """The built-in price of `model` and where it came from ("table:NAME" / "family:NAME"), or None."""
+    if model in PRICES_PER_MTOK:
+        return PRICES_PER_MTOK[model], f"table:{model}"
+    family = DATED_SNAPSHOTS.get(model)
+    if family is not None:
+        return PRICES_PER_MTOK[family], f"family:{family}"
+    return None
+
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -68,12 +94,30 @@ class TeacherConfig(FingerprintedConfig):
             raise ValueError(f"teacher base URL must be http(s)://host[:port]/..., got {value!r}")
         return value.rstrip("/")
 
+    def price_sources(self) -> dict:
+        """Each price and where it came from: "flag" (config/CLI), "table:MODEL", "family:MODEL" or None (unknown)."""
+        found = table_price(self.model)
+        (table_in, table_out), table_source = found if found else ((None, None), None)
+        price_in, source_in = (self.price_per_mtok_in, "flag") if self.price_per_mtok_in is not None else (table_in, table_source)
+        price_out, source_out = (self.price_per_mtok_out, "flag") if self.price_per_mtok_out is not None else (table_out, table_source)
+        return {"in": price_in, "out": price_out, "source_in": source_in, "source_out": source_out}
+
     def prices(self) -> tuple[float, float]:
-        table_in, table_out = PRICES_PER_MTOK.get(self.model, (0.0, 0.0))
-        return (
-            table_in if self.price_per_mtok_in is None else self.price_per_mtok_in,
-            table_out if self.price_per_mtok_out is None else self.price_per_mtok_out,
-        )
+        """USD per 1M tokens (in, out); an unknown price counts 0 (check_priced refuses a cost budget then)."""
+        found = self.price_sources()
+        return (found["in"] or 0.0, found["out"] or 0.0)
+
+    def check_priced(self) -> None:
+        """A cost budget needs both prices: without one it could never fire, so refuse (UserError)."""
+        if self.max_cost_usd is None:
+            return
+        found = self.price_sources()
+        missing = [flag for flag, key in (("--price-in", "in"), ("--price-out", "out")) if found[key] is None]
+        if missing:
+            raise UserError(
+                f"--max-cost needs the teacher's prices, and {self.model!r} has no known price: "
+                f"give {' and '.join(missing)} (USD per 1M tokens)"
+            )
 
     def is_loopback(self) -> bool:
         return (urlparse(self.base_url).hostname or "") in _LOOPBACK_HOSTS

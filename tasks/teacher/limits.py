@@ -96,6 +96,11 @@ class Budget:
     most about one request's cost over the budget, and a budget smaller than one
     worst-case request still buys one. After the first refusal no new request starts:
     the run is "stopped by budget", and what is in flight finishes and is recorded.
+
+    A request that timed out, lost its connection or came back cut short may still have
+    been billed by the provider (it saw the prompt, and may have generated): its prompt
+    tokens count as "possibly billed" (`charge_possibly_billed`), against the budget too,
+    and a retry is refused once the spend so counted reaches the budget.
     """
 
     def __init__(
@@ -112,6 +117,7 @@ class Budget:
         self.tokens_in = 0
         self.tokens_out = 0
         self.replies = 0
+        self.possibly_billed_in = 0  # prompt tokens of requests that failed after they may have been billed
         self._inflight_tokens_in = 0
         self._inflight_tokens_out = 0.0
         self.stopped = False
@@ -125,7 +131,14 @@ class Budget:
 
     @property
     def spent_usd(self) -> float:
-        return self.cost(self.tokens_in, self.tokens_out)
+        return self.cost(self.tokens_in + self.possibly_billed_in, self.tokens_out)
+
+    def exhausted(self) -> bool:
+        """Spend so far (possibly billed included, estimates of in-flight requests not) reached the budget."""
+        used_in = self.tokens_in + self.possibly_billed_in
+        return (self.max_total_tokens is not None and used_in + self.tokens_out >= self.max_total_tokens) or (
+            self.max_cost_usd is not None and self.cost(used_in, self.tokens_out) >= self.max_cost_usd
+        )
 
     def _expected_out(self, max_tokens: int) -> float:
         return self.tokens_out / self.replies if self.replies else float(max_tokens)
@@ -136,7 +149,7 @@ class Budget:
             return None
         out = self._expected_out(max_tokens)
         if self.limited:
-            total_in = self.tokens_in + self._inflight_tokens_in
+            total_in = self.tokens_in + self.possibly_billed_in + self._inflight_tokens_in
             total_out = self.tokens_out + self._inflight_tokens_out
             over_tokens = self.max_total_tokens is not None and total_in + total_out >= self.max_total_tokens
             over_cost = self.max_cost_usd is not None and self.cost(total_in, total_out) >= self.max_cost_usd
@@ -153,6 +166,10 @@ class Budget:
         self._inflight_tokens_out -= expected_out
         if used is not None:
             self.charge(*used)
+
+    def charge_possibly_billed(self, prompt_tokens: int) -> None:
+        """A sent request failed in a way a provider may still bill (timeout, reset, cut-off body)."""
+        self.possibly_billed_in += prompt_tokens
 
     def charge(self, used_in: int, used_out: int) -> None:
         self.tokens_in += used_in

@@ -47,6 +47,9 @@ log = logging.getLogger("ossforge.teacher")
 
 PROGRESS_COUNTER = "teacher replies"  # the tasks.core.progress counter this session advances
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Failures after the request may have reached the model: a provider may bill the prompt
+# (and whatever it generated) though no reply came back. Counted as "possibly billed".
+POSSIBLY_BILLED = frozenset({"timeout", "connection", "malformed_body"})
 
 
 class TeacherQuotaError(UserError):
@@ -82,10 +85,12 @@ class _Request:
 
 
 class _ShardTally:
-    __slots__ = ("requests", "retries", "tokens_in", "tokens_out", "cached_in", "cached_out", "cache_hits")
+    __slots__ = ("requests", "retries", "tokens_in", "tokens_out", "cached_in", "cached_out", "cache_hits",
+                 "possibly_billed", "possibly_billed_in")
 
     def __init__(self) -> None:
         self.requests = 0
+        self.possibly_billed = self.possibly_billed_in = 0  # failed requests a provider may bill, their prompt tokens
         self.retries: Counter = Counter()
         self.tokens_in = self.tokens_out = self.cached_in = self.cached_out = self.cache_hits = 0
 
@@ -123,7 +128,10 @@ class TeacherSession:
         self._cap_guaranteed_below = cfg.context_size - cfg.max_tokens_cap - MAX_TOKENS_MARGIN
         self._response_format = response_format(cfg.output_format, cfg.json_response_format)
         self.limiter = SlidingWindowLimiter(cfg.rpm, cfg.tpm, cfg.rate_window_s)
+        cfg.check_priced()  # a cost budget with no price would never fire: refuse before any request
         self.budget = Budget(cfg.max_cost_usd, cfg.max_total_tokens, *cfg.prices())
+        prices = cfg.price_sources()
+        self._price_source = {"in": prices["source_in"], "out": prices["source_out"]}
         self.cache: RequestCache | None = None
         self._transport = None
         self._slots: InFlightSlots | None = None
@@ -255,6 +263,12 @@ class TeacherSession:
                         verdict = classify_reply(await self._transport.post_chat(req.body))
                     except TransportError as exc:
                         verdict = Verdict("retry", exc.kind)
+                    if verdict.reason in POSSIBLY_BILLED:
+                        # Charged before the slot frees, like a reply: the budget must see it.
+                        billed = self._prompt_tokens_exact(req)
+                        self.budget.charge_possibly_billed(billed)
+                        tally.possibly_billed += 1
+                        tally.possibly_billed_in += billed
                     if verdict.action == "ok":
                         # Settle the budget before the slot frees: the next request's
                         # admission must see this one's real cost, not its estimate.
@@ -281,11 +295,18 @@ class TeacherSession:
                     self.limiter.pause(verdict.retry_after_s)  # the provider's wait holds for every request
                 if attempts > cfg.max_retries:
                     return self._failed(req, f"{verdict.reason}_retries_exhausted", attempts)
+                if self.budget.limited and self.budget.exhausted():
+                    self.budget.stopped = True  # failed attempts spent the budget: no retry, no new request
+                    return self._failed(req, "budget_exhausted", attempts)
                 tally.retries[verdict.reason] += 1  # counts re-sends, by what caused them
                 await asyncio.sleep(backoff_delay(attempts, cfg.retry_base_s, cfg.retry_max_s, verdict.retry_after_s))
         finally:
             if expected_out is not None:  # admitted but never answered in full: nothing billed
                 self.budget.finish(req.prompt_tokens, expected_out, None)
+
+    def _prompt_tokens_exact(self, req: _Request) -> int:
+        """The prompt's tiktoken count (`req.prompt_tokens` may be a bytes/3 guess); only failures pay for it."""
+        return self._system_tokens + self.counter.count(orjson.loads(req.body)["messages"][1]["content"])
 
     def _cached_row(self, req: _Request, data: dict) -> CachedReply:
         choice = data["choices"][0]
@@ -408,8 +429,12 @@ class TeacherSession:
             "cost_usd": round(fresh_cost, 6),
             "cached_cost_usd": round(self.budget.cost(tally.cached_in, tally.cached_out), 6),
             "req_per_s": round(tally.requests / seconds, 1) if seconds > 0 else 0.0,
+            "possibly_billed_requests": tally.possibly_billed,
+            "possibly_billed_tokens_in": tally.possibly_billed_in,
+            "possibly_billed_cost_usd": round(self.budget.cost(tally.possibly_billed_in, 0), 6),
             "budget_stopped": self.budget.stopped,
             "encoding": self.encoding,
+            "price_source": self._price_source,
         }
 
     def _add_to_totals(self, stats: StageStats, tally: _ShardTally) -> None:
@@ -422,6 +447,8 @@ class TeacherSession:
         t.cached_in += tally.cached_in
         t.cached_out += tally.cached_out
         t.cache_hits += tally.cache_hits
+        t.possibly_billed += tally.possibly_billed
+        t.possibly_billed_in += tally.possibly_billed_in
 
     def summary(self) -> StageStats:
         """The run's "teacher" stats over every shard so far (for the manifest)."""
