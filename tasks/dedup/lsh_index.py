@@ -26,9 +26,10 @@ import numpy as np
 from tasks.core.errors import UserError
 from tasks.dedup.minhash import to_lean_minhash
 
-# Buckets up to this size contribute every pair; a larger bucket contributes its pairs
-# with the smallest-index member and with each member's next SMALL_BUCKET - 1 neighbours
-# (a big bucket is boilerplate or an exact-duplicate family: links to one member suffice).
+# Buckets up to this size are paired by comparing sorted neighbours (vectorised over all
+# buckets); larger ones are paired one bucket at a time. Every bucket gives every pair:
+# a shortcut that linked a big bucket's members only to its first member lost duplicates
+# that were similar to each other but not to that member.
 SMALL_BUCKET = 8
 
 
@@ -55,44 +56,68 @@ def band_keys(sigs: np.ndarray, band: int, rows: int, index: np.ndarray | None =
 
 
 def band_candidate_pairs(sigs: np.ndarray, bands: int, rows: int, active: np.ndarray | None = None) -> np.ndarray:
-    """Unique (i, j), i < j, of rows of `sigs` that share a bucket in some band.
+    """Unique (i, j), i < j, of rows of `sigs` that share a bucket in some band: every such pair,
+    up to identical signatures.
 
     `active` (bool per row) leaves rows out of the index (documents with no tokens).
+    A row whose signature equals an earlier row's (templated rows) is paired with that row
+    only, which stands for it in the buckets: each pair it stands for has the same MinHash
+    estimate, and the copy's edge to it (estimate 1.0) puts both in one cluster. So a family
+    of k identical signatures costs k pairs, not k^2 per band; distinct signatures in one
+    bucket all meet, however big the bucket.
     """
-    index = None if active is None or active.all() else np.flatnonzero(active)
-    n = len(sigs) if index is None else len(index)
-    if n < 2:
+    index = np.arange(len(sigs)) if active is None else np.flatnonzero(active)
+    if len(index) < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    found = []
+    index, copies = _collapse_identical(sigs, index)
+    found = [copies]
     for band in range(bands):
         keys = band_keys(sigs, band, rows, index)
         order = np.argsort(keys, kind="stable")  # stable: ties stay in index order
-        sorted_keys = keys[order]
+        found.extend(index[pairs] for pairs in _bucket_pairs(keys[order], order))
         del keys
-        same_as_prev = sorted_keys[1:] == sorted_keys[:-1]
-        if not same_as_prev.any():
-            continue
-        # Neighbours within SMALL_BUCKET positions in sorted order: all pairs of small buckets.
-        for d in range(1, SMALL_BUCKET):
-            same = sorted_keys[d:] == sorted_keys[:-d]
-            if not same.any():
-                break
-            found.append(np.stack([order[:-d][same], order[d:][same]], axis=1))
-        # And every member of a big bucket with the bucket's first member.
-        new_group = np.concatenate(([True], ~same_as_prev))
-        starts = np.flatnonzero(new_group)
-        group = np.cumsum(new_group) - 1
-        far = (np.arange(len(order)) - starts[group]) >= SMALL_BUCKET
-        if far.any():
-            found.append(np.stack([order[starts[group[far]]], order[far]], axis=1))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
     pairs = np.concatenate(found)
-    if index is not None:
-        pairs = index[pairs]
+    if not len(pairs):
+        return np.zeros((0, 2), dtype=np.int64)
     pairs.sort(axis=1)
     packed = np.unique(pairs[:, 0].astype(np.int64) << 32 | pairs[:, 1].astype(np.int64))
     return np.stack([packed >> 32, packed & 0xFFFFFFFF], axis=1)
+
+
+def _collapse_identical(sigs: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows that stand for their signature, (first, copy) row pairs of identical signatures)."""
+    full = band_keys(sigs, 0, sigs.shape[1], index)  # one hash of the whole signature
+    order = np.argsort(full, kind="stable")
+    first_pos = np.empty(len(order), dtype=np.int64)
+    new_group = np.concatenate(([True], full[order][1:] != full[order][:-1]))
+    first_pos[order] = order[np.flatnonzero(new_group)[np.cumsum(new_group) - 1]]
+    # A hash is not a proof: only a row equal to its group's first row is a copy.
+    copy = (first_pos != np.arange(len(index))) & (sigs[index] == sigs[index[first_pos]]).all(axis=1)
+    copies = np.stack([index[first_pos[copy]], index[copy]], axis=1).astype(np.int64)
+    return index[~copy], copies
+
+
+def _bucket_pairs(sorted_keys: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
+    """Every pair of positions (in `order`'s numbering) whose keys are equal, given keys sorted."""
+    same_as_prev = sorted_keys[1:] == sorted_keys[:-1]
+    if not same_as_prev.any():
+        return []
+    found = []
+    # Small buckets, all at once: each member with its next SMALL_BUCKET - 1 neighbours.
+    for d in range(1, SMALL_BUCKET):
+        same = sorted_keys[d:] == sorted_keys[:-d]
+        if not same.any():
+            break
+        found.append(np.stack([order[:-d][same], order[d:][same]], axis=1))
+    # Big buckets, one at a time: the pairs farther apart than the neighbours above.
+    new_group = np.concatenate(([True], ~same_as_prev))
+    starts = np.flatnonzero(new_group)
+    sizes = np.diff(np.append(starts, len(order)))
+    for start, size in zip(starts[sizes > SMALL_BUCKET], sizes[sizes > SMALL_BUCKET]):
+        i, j = np.triu_indices(int(size), SMALL_BUCKET)
+        members = order[start : start + size]
+        found.append(np.stack([members[i], members[j]], axis=1))
+    return found
 
 
 def parse_redis_url(url: str) -> dict:

@@ -143,3 +143,29 @@ def test_bulk_token_hashes_and_keyword_check_equal_the_per_token_ones():
     # Tokens that differ only after their 8th or 16th byte hash differently.
     variants = [b"abcdefgh", b"abcdefghi", b"abcdefghj", b"abcdefgh12345678", b"abcdefgh12345679", b"abcdefgh123456789"]
     assert len(set(_token_hashes(variants).tolist())) == len(variants)
+
+
+def test_a_big_planted_cluster_loses_no_duplicate_pair():
+    """Issue 14: buckets larger than SMALL_BUCKET gave only pairs with their first member and
+    near neighbours, so duplicates 10 places apart in a big bucket were never compared."""
+    from itertools import combinations
+
+    from tasks.dedup.lsh_index import SMALL_BUCKET, band_candidate_pairs, lsh_params
+
+    rng = np.random.default_rng(14)
+    bands, rows = lsh_params(0.7, 128)
+    n = 41
+    sigs = rng.integers(0, 2**32, size=(n, bands * rows), dtype=np.uint32)
+    sigs[:, :rows] = sigs[0, :rows]  # all 41 share band 0's bucket: far bigger than SMALL_BUCKET
+    for i in range(1, 21):  # row i + 20 is a near duplicate of row i (90% of values equal)
+        sigs[i + 20] = sigs[i]
+        sigs[i + 20, rows + rng.choice(bands * rows - rows, size=(bands * rows) // 10, replace=False)] ^= 1
+    sigs[40] = sigs[39]  # identical signatures: paired with their first, which carries their pairs
+    got = {tuple(p) for p in band_candidate_pairs(sigs, bands, rows).tolist()}
+    duplicates = {(i, i + 20) for i in range(1, 20)}
+    assert duplicates <= got  # before: none of these (20 apart in a bucket of 41)
+    assert (39, 40) in got
+    distinct = [i for i in range(n) if i != 40]
+    assert set(combinations(distinct, 2)) <= got  # every pair of distinct signatures in the bucket
+    assert all(i == 39 or i == 40 for p in got if 40 in p for i in p)  # the copy only with its first
+    assert n > SMALL_BUCKET
