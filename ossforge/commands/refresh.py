@@ -67,6 +67,9 @@ def refresh(
     max_tokens: Optional[int] = typer.Option(None, help="stop sending when the run has used this many tokens"),
     price_in: Optional[float] = typer.Option(None, min=0, help="teacher's USD per 1M prompt tokens (default: built-in table)"),
     price_out: Optional[float] = typer.Option(None, min=0, help="teacher's USD per 1M completion tokens"),
+    cache_scope: Optional[str] = typer.Option(
+        None, help="share cached replies between endpoints serving the same model (replicas) under this name"
+    ),
     context_size: Optional[int] = typer.Option(None, help="teacher context window, for max_tokens"),
     max_reply_tokens: Optional[int] = typer.Option(None, help="cap on max_tokens per request (paper: 2500)"),
     language: list[str] = typer.Option([], help="keep only these languages (repeatable)"),
@@ -117,6 +120,7 @@ def refresh(
         "teacher.max_total_tokens": max_tokens,
         "teacher.price_per_mtok_in": price_in,
         "teacher.price_per_mtok_out": price_out,
+        "teacher.cache_scope": cache_scope,
         "teacher.context_size": context_size,
         "teacher.max_tokens_cap": max_reply_tokens,
     }

@@ -16,6 +16,15 @@ here, WITHOUT ROWID was 4.5x slower per row for ~2 KB replies.
 Only replies the server answered in full are stored; failures are retried by the next
 run. No request text and no credential is ever stored: the key is a hash, the row is the
 reply.
+
+Replies are filed under their endpoint as well as their key: another server answering to
+the same model name (a different deployment, a different quantisation) must not be
+served this one's replies. The scope is the endpoint URL (without credentials or query),
+or a name the user gives (`TeacherConfig.cache_scope`) to share replies between replicas
+that serve the same model. A cache written before endpoints were recorded (no `endpoint`
+column) is adopted by the first scope that opens it: its rows are filed under that
+endpoint, so a rerun against the same endpoint still re-sends nothing, and another
+endpoint afterwards starts its own replies.
 """
 
 from __future__ import annotations
@@ -26,10 +35,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
-    key TEXT NOT NULL UNIQUE,
+    key TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
     model TEXT NOT NULL,
     content TEXT,
     finish_reason TEXT,
@@ -38,7 +49,8 @@ CREATE TABLE IF NOT EXISTS replies (
     system_fingerprint TEXT,
     max_tokens INTEGER NOT NULL,
     request_seed INTEGER NOT NULL,
-    received_at_us INTEGER NOT NULL
+    received_at_us INTEGER NOT NULL,
+    UNIQUE (key, endpoint)
 )
 """
 _COLUMNS = (
@@ -53,7 +65,7 @@ _COLUMNS = (
     "request_seed",
     "received_at_us",
 )
-_INSERT = f"INSERT OR IGNORE INTO replies ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_INSERT = f"INSERT OR IGNORE INTO replies ({', '.join(_COLUMNS)}, endpoint) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})"
 _LOOKUP_CHUNK = 500  # well under SQLite's bound-variable limit
 
 
@@ -74,12 +86,25 @@ class CachedReply:
         return tuple(getattr(self, name) for name in _COLUMNS)
 
 
+def endpoint_scope(base_url: str) -> str:
+    """The endpoint as the cache files it: scheme://host[:port]/path, never credentials or a query."""
+    parsed = urlsplit(base_url)
+    host = parsed.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parsed.port}" if parsed.port else host
+    return urlunsplit((parsed.scheme, netloc, parsed.path.rstrip("/"), "", ""))
+
+
 class RequestCache:
-    def __init__(self, path: str | Path, flush_interval_s: float = 0.01, max_batch: int = 2000):
+    """scope: whose replies these are (`endpoint_scope(base_url)`, or a shared name); lookups see only its own."""
+
+    def __init__(self, path: str | Path, flush_interval_s: float = 0.01, max_batch: int = 2000, scope: str = ""):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.scope = scope
         self._db = self._connect()  # reads, on the caller's thread
-        self._db.execute(_SCHEMA)
+        self._create_or_adopt()
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
         self._pending: list[tuple] = []
@@ -98,14 +123,36 @@ class RequestCache:
         db.execute("PRAGMA busy_timeout=30000")  # other worker processes may be committing
         return db
 
+    def _create_or_adopt(self) -> None:
+        """Create the table, or file a pre-endpoint cache's rows under this scope (once, atomically)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # other worker processes may open the same file now
+        try:
+            columns = [row[1] for row in db.execute("PRAGMA table_info(replies)")]
+            if columns and "endpoint" not in columns:
+                db.execute("ALTER TABLE replies RENAME TO replies_before_endpoints")
+                db.execute(_SCHEMA)
+                names = ", ".join(_COLUMNS)
+                db.execute(
+                    f"INSERT INTO replies ({names}, endpoint) SELECT {names}, ? FROM replies_before_endpoints",
+                    (self.scope,),
+                )
+                db.execute("DROP TABLE replies_before_endpoints")
+            else:
+                db.execute(_SCHEMA)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     # --------------------------------------------------------------- reads
     def lookup(self, keys: list[str]) -> dict[str, CachedReply]:
         found: dict[str, CachedReply] = {}
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT {', '.join(_COLUMNS)} FROM replies WHERE key IN ({marks})"
-            for row in self._db.execute(query, chunk):
+            query = f"SELECT {', '.join(_COLUMNS)} FROM replies WHERE endpoint = ? AND key IN ({marks})"
+            for row in self._db.execute(query, [self.scope, *chunk]):
                 found[row[0]] = CachedReply(*row)
         return found
 
@@ -120,7 +167,7 @@ class RequestCache:
             self._batch_done = loop.create_future()
             self._flusher = loop.call_later(self.flush_interval_s, self.flush)
         done = self._batch_done
-        self._pending.append(reply.as_row())
+        self._pending.append((*reply.as_row(), self.scope))
         if len(self._pending) >= self.max_batch:
             self.flush()
         await asyncio.shield(done)  # a cancelled waiter must not cancel the batch

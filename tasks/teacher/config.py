@@ -85,6 +85,9 @@ class TeacherConfig(FingerprintedConfig):
     price_per_mtok_out: float | None = operational(None, ge=0, description="USD per 1M completion tokens")
     max_cost_usd: float | None = operational(None, gt=0)
     max_total_tokens: int | None = operational(None, gt=0)
+    cache_scope: str | None = operational(
+        None, description="file cached replies under this name, not the endpoint URL: replicas serving one model share replies"
+    )
 
     @field_validator("base_url")
     @classmethod

@@ -34,7 +34,7 @@ import pyarrow as pa
 from tasks.core import progress as progress_channel
 from tasks.core.errors import UserError
 from tasks.core.stats import StageStats
-from tasks.teacher.cache import CachedReply, RequestCache
+from tasks.teacher.cache import CachedReply, RequestCache, endpoint_scope
 from tasks.teacher.config import TeacherConfig
 from tasks.teacher.credentials import aresolve_api_key, auth_error
 from tasks.teacher.limits import BatchedPermits, Budget, InFlightSlots, SlidingWindowLimiter
@@ -156,7 +156,8 @@ class TeacherSession:
         await self._transport.start()
         self._slots = InFlightSlots(self.cfg.concurrency)
         if self.cache_path is not None:
-            self.cache = RequestCache(self.cache_path)
+            # Replies are the endpoint's own unless the user names a scope shared by replicas.
+            self.cache = RequestCache(self.cache_path, scope=self.cfg.cache_scope or endpoint_scope(self.cfg.base_url))
         self._started = time.perf_counter()
         return self
 
