@@ -34,6 +34,9 @@ def decontaminate(
     matchers: Optional[str] = typer.Option(None, help="comma-separated: substring,ngram,minhash (default: all)"),
     hub: bool = typer.Option(True, "--hub/--no-hub", help="try the Hugging Face hub for benchmarks not found locally"),
     require_all: bool = typer.Option(False, "--require-all", help="fail if any requested benchmark cannot be loaded"),
+    require_benchmarks: Optional[str] = typer.Option(
+        None, help="comma-separated benchmarks (or 'all') that must be checked: a missing one is an error"
+    ),
     ngram_n: Optional[int] = typer.Option(None, help="words per n-gram (default 13)"),
     minhash_threshold: Optional[float] = typer.Option(None, help="Jaccard that flags a near match (default 0.5)"),
     whitelist: Optional[list[str]] = typer.Option(None, help="benchmark string never to match (repeatable)"),
@@ -49,6 +52,7 @@ def decontaminate(
         "matchers": _names(matchers),
         "allow_hub": hub,
         "require_all": require_all,
+        "require_benchmarks": _names(require_benchmarks),
         "ngram_n": ngram_n,
         "minhash_threshold": minhash_threshold,
         "whitelist": whitelist or None,

@@ -85,6 +85,9 @@ def refresh(
     near_dedup: bool = typer.Option(True, help="MinHash near-duplicate removal"),
     decontaminate: bool = typer.Option(True, help="benchmark decontamination"),
     benchmark_dir: Optional[Path] = typer.Option(None, help="directory with benchmark files for decontamination"),
+    require_benchmarks: Optional[str] = typer.Option(
+        None, help="comma-separated benchmarks (or 'all') decontamination must check: a missing one is an error"
+    ),
     shard_deployment: Optional[str] = typer.Option(
         None, help="spread generation shards over a pool's workers via this deployment (e.g. generate-shard/cpu)"
     ),
@@ -121,6 +124,7 @@ def refresh(
         "teacher.price_per_mtok_in": price_in,
         "teacher.price_per_mtok_out": price_out,
         "teacher.cache_scope": cache_scope,
+        "decontamination.require_benchmarks": [n.strip() for n in (require_benchmarks or "").split(",") if n.strip()],
         "teacher.context_size": context_size,
         "teacher.max_tokens_cap": max_reply_tokens,
     }
@@ -138,6 +142,8 @@ def refresh(
         cfg.decontamination = None
     elif benchmark_dir is not None:
         cfg.decontamination.benchmark_dir = str(benchmark_dir)
+    if require_benchmarks and cfg.decontamination is None:
+        raise UserError("--require-benchmarks needs decontamination (drop --no-decontaminate)")
 
     from ossforge.runtime import ensure_prefect_api, run_refresh
 
@@ -147,6 +153,10 @@ def refresh(
     # Fail on the user's mistakes before a flow run exists: one line, no Prefect traceback.
     check_seed_source(cfg.seeds)
     check_sandbox(cfg)  # no bubblewrap and no --accept-weak-sandbox: refuse now, not after the teacher ran
+    if cfg.decontamination is not None:
+        from tasks.decontamination.decontaminate import require_benchmarks as load_required
+
+        load_required(cfg.decontamination)  # a required benchmark that cannot load: refuse before the teacher runs
     preflight(cfg.teacher)  # unreachable teacher, missing key, bad model
     manifest = run_refresh(cfg, progress=progress)
     _print_summary(manifest, ui)
@@ -184,6 +194,12 @@ def _print_summary(manifest: dict, ui: str | None) -> None:
         if stage["dropped"]:
             what = "corpus rejects" if name == "seeds" else f"{name} dropped"  # rejects happen before a seed exists
             console.print(f"  {what:<20} {stage['dropped']}")
+    not_checked = manifest.get("benchmarks_not_checked") or []
+    if not_checked:
+        console.print(
+            f"[bold yellow]decontamination partial[/bold yellow]: NOT checked against {', '.join(not_checked)} "
+            "(could not be loaded; --benchmark-dir, or --require-benchmarks to make this an error)"
+        )
     if ui:
         run_id = manifest.get("prefect_flow_run_id")
         console.print(f"prefect  {ui}/flow-run/{run_id}" if run_id else f"prefect  {ui}")

@@ -52,6 +52,9 @@ class DecontaminationConfig(FingerprintedConfig):
     allow_hub: bool = Field(True, description="try the Hugging Face hub for benchmarks not in benchmark_dir")
     hub_timeout_s: float = operational(5.0, gt=0, description="the one reachability probe of the hub")
     require_all: bool = Field(False, description="fail instead of reporting benchmarks that cannot be loaded")
+    require_benchmarks: list[str] = operational(
+        default_factory=list, description="benchmarks that must load, or ['all']: a missing one is an error, not a partial check"
+    )
     matchers: list[MatcherName] = Field(default_factory=lambda: list(MATCHERS))
     # n-gram overlap
     ngram_n: int = Field(13, ge=3)
@@ -83,6 +86,20 @@ class DecontaminationConfig(FingerprintedConfig):
         if unknown:
             raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(ALL_BENCHMARKS)}")
         return names
+
+    @field_validator("require_benchmarks")
+    @classmethod
+    def _known_required(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n != "all" and n not in ALL_BENCHMARKS]
+        if unknown:
+            raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; known: all, {', '.join(ALL_BENCHMARKS)}")
+        return names
+
+    def required_benchmarks(self) -> list[str]:
+        """The benchmarks whose absence is an error: every requested one under require_all or 'all'."""
+        if self.require_all or "all" in self.require_benchmarks:
+            return list(self.benchmarks)
+        return list(dict.fromkeys(self.require_benchmarks))
 
     @field_validator("matchers")
     @classmethod
@@ -123,6 +140,7 @@ def _cached_index(key: str) -> BenchmarkIndex:
         raise UserError(str(exc)) from None
     if cfg.require_all and loaded.missing:
         raise UserError("benchmarks not available: " + "; ".join(f"{k}: {v}" for k, v in loaded.missing.items()))
+    check_required(cfg, loaded.missing)
     items = loaded.items
     whitelist = Whitelist(frozenset(" ".join(s.split()).lower() for s in cfg.whitelist), cfg.min_pattern_chars,
                           cfg.min_pattern_words, cfg.min_single_line_words)
@@ -135,6 +153,25 @@ def _cached_index(key: str) -> BenchmarkIndex:
                                           cfg.minhash_min_code_tokens, cfg.minhash_verify_exact),
     }
     return BenchmarkIndex(items, loaded, {name: builders[name]() for name in cfg.matchers})
+
+
+def check_required(cfg: DecontaminationConfig, missing: dict[str, str]) -> None:
+    """UserError when a benchmark the user requires is not checked (not requested, or could not load)."""
+    not_requested = [n for n in cfg.required_benchmarks() if n not in cfg.benchmarks]
+    if not_requested:
+        raise UserError(f"required benchmark(s) {', '.join(not_requested)} are not among the benchmarks checked")
+    absent = {n: missing[n] for n in cfg.required_benchmarks() if n in missing}
+    if absent:
+        raise UserError(
+            "required benchmark(s) could not be loaded (give --benchmark-dir with their files): "
+            + "; ".join(f"{k}: {v}" for k, v in absent.items())
+        )
+
+
+def require_benchmarks(cfg: DecontaminationConfig) -> None:
+    """Load the index now when benchmarks are required, so a missing one fails before any work."""
+    if cfg.required_benchmarks():
+        build_index(cfg)
 
 
 # --- running the matchers, in-process or in worker processes ------------------------------

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import json
 
 
 def render_dataset_card(manifest: dict) -> str:
     config = manifest["config"]
     teacher, seeds = config["teacher"], config["seeds"]
-    langs = manifest["stages"]["seeds"].get("extra", {}).get("per_language", {})
+    langs = manifest["stages"]["seeds"].get("extra", {}).get("seeds_per_lang", {})  # what the seeds stage counts
     stage_rows = "\n".join(
         f"| {name} | {s['in']} | {s['out']} | {', '.join(f'{k}: {v}' for k, v in s['dropped'].items()) or '-'} |"
         for name, s in manifest["stages"].items()
     )
+    not_checked = manifest.get("benchmarks_not_checked") or []
+    decontamination = "on" if config.get("decontamination") else "off"
+    if config.get("decontamination") and not_checked:
+        decontamination = f"partial: **not checked against {', '.join(not_checked)}** (could not be loaded)"
     files = "\n".join(f"| `{f['path']}` | {f['rows']} | `{f['sha256'][:16]}…` |" for f in manifest["files"])
     return f"""---
 configs:
@@ -40,12 +43,12 @@ Status: **{manifest['status']}** · config fingerprint `{manifest['config_finger
 ## How it was made
 
 - Seeds: `{seeds['source']}`, {manifest['stages']['seeds']['out']} snippets, random seed {seeds.get('random_seed')};
-  languages: {json.dumps(langs) if langs else 'see the lang column'}.
+  languages: {', '.join(f'{lang} {n}' for lang, n in langs.items()) if langs else 'see the lang column'}.
 - Teacher: `{teacher['model']}`, temperature {teacher['temperature']}, top_p {teacher['top_p']},
   request seed = {teacher['seed_offset']} + seed index, output format `{teacher['output_format']}`.
 - Cleaning: exact dedup on normalised problem + solution, MinHash near-dedup
   ({'on' if config.get('near_dedup') else 'off'}), benchmark decontamination
-  ({'on' if config.get('decontamination') else 'off'}).
+  ({decontamination}).
 
 ## Counts
 

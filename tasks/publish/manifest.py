@@ -9,6 +9,12 @@ from __future__ import annotations
 STATUS_COMPLETE = "complete"
 STATUS_BUDGET = "stopped_by_budget"
 STATUS_NO_NEW_SEEDS = "no_new_seeds"
+STATUS_PARTIAL = "partial"  # a guard checked less than asked: benchmarks that could not be loaded
+
+
+def benchmarks_not_checked(stages: dict[str, dict]) -> list[str]:
+    """Benchmarks decontamination was asked to check but could not load (empty when it did not run)."""
+    return list(stages.get("decontaminate", {}).get("extra", {}).get("missing", []))
 
 
 def _sum_extra(summaries: list[dict], key: str):
@@ -67,8 +73,10 @@ def refresh_manifest(
     budget_stopped = any(s["teacher"].get("extra", {}).get("budget_stopped") for s in summaries)
     seconds = {name: stage.get("seconds", 0.0) for name, stage in stages.items()}
     seconds["total"] = round(total_seconds, 3)
+    not_checked = benchmarks_not_checked(stages)
     return {
-        "status": STATUS_BUDGET if budget_stopped else STATUS_COMPLETE,
+        "status": STATUS_BUDGET if budget_stopped else STATUS_PARTIAL if not_checked else STATUS_COMPLETE,
+        "benchmarks_not_checked": not_checked,
         "prefect_flow_run_id": flow_run_id,
         "config": config,
         "config_fingerprint": fingerprint,

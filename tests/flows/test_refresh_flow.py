@@ -101,7 +101,9 @@ def test_refresh_end_to_end(prefect_server, teacher, tmp_path, shared_benchmarks
     manifest = check_dataset(out, shard_size=20)
     assert manifest["stages"]["seeds"]["out"] == 60
     assert manifest["stages"]["parse"]["dropped"].get("length_truncated", 0) >= 1  # the fake's 5% length faults
-    assert manifest["status"] == "complete"
+    # The shared benchmark files hold 6 of the 9 benchmarks: offline, the rest are not checked (issue 14).
+    assert manifest["status"] == ("partial" if manifest["benchmarks_not_checked"] else "complete")
+    assert set(manifest["benchmarks_not_checked"]) <= {"apps", "ds1000", "multipl_e"}
     # Near-dedup ran inside the flow, after exact dedup: its counts are in the manifest,
     # every row carries its cluster, and its audit is beside the data.
     stages = list(manifest["stages"])
