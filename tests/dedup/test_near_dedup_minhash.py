@@ -147,25 +147,34 @@ def test_bulk_token_hashes_and_keyword_check_equal_the_per_token_ones():
 
 def test_a_big_planted_cluster_loses_no_duplicate_pair():
     """Issue 14: buckets larger than SMALL_BUCKET gave only pairs with their first member and
-    near neighbours, so duplicates 10 places apart in a big bucket were never compared."""
+    near neighbours. A family of 41 rows that share 8 of 14 bands (boilerplate: similar, not
+    duplicates, ~0.56) hides 20 true near-duplicate pairs 20 places apart, which differ in
+    every other band: before, none of them was ever compared, so near-dedup kept both."""
     from itertools import combinations
 
     from tasks.dedup.lsh_index import SMALL_BUCKET, band_candidate_pairs, lsh_params
 
     rng = np.random.default_rng(14)
     bands, rows = lsh_params(0.7, 128)
-    n = 41
-    sigs = rng.integers(0, 2**32, size=(n, bands * rows), dtype=np.uint32)
-    sigs[:, :rows] = sigs[0, :rows]  # all 41 share band 0's bucket: far bigger than SMALL_BUCKET
-    for i in range(1, 21):  # row i + 20 is a near duplicate of row i (90% of values equal)
+    assert (bands, rows) == (14, 9)
+    shared = 8 * rows  # bands 0-7: one bucket of 41 in each
+    n = 42
+    sigs = rng.integers(0, 2**32, size=(n, 128), dtype=np.uint32)
+    sigs[:, :shared] = sigs[0, :shared]
+    for i in range(1, 21):  # row i + 20 is row i with one value changed in each of bands 8-13
         sigs[i + 20] = sigs[i]
-        sigs[i + 20, rows + rng.choice(bands * rows - rows, size=(bands * rows) // 10, replace=False)] ^= 1
-    sigs[40] = sigs[39]  # identical signatures: paired with their first, which carries their pairs
+        sigs[i + 20, [shared + b * rows for b in range(bands - 8)]] ^= 1
+    sigs[41] = sigs[40]  # identical signatures: paired with the first, which carries their pairs
+
+    def estimate(a, b):
+        return float(np.mean(sigs[a] == sigs[b]))
+
+    duplicates = {(i, i + 20) for i in range(1, 21)}
+    assert all(estimate(*p) > 0.9 for p in duplicates) and all(estimate(0, j) < 0.6 for j in range(1, n))
     got = {tuple(p) for p in band_candidate_pairs(sigs, bands, rows).tolist()}
-    duplicates = {(i, i + 20) for i in range(1, 20)}
-    assert duplicates <= got  # before: none of these (20 apart in a bucket of 41)
-    assert (39, 40) in got
-    distinct = [i for i in range(n) if i != 40]
+    assert duplicates <= got  # before: none of the 20
+    assert (40, 41) in got
+    distinct = range(41)
     assert set(combinations(distinct, 2)) <= got  # every pair of distinct signatures in the bucket
-    assert all(i == 39 or i == 40 for p in got if 40 in p for i in p)  # the copy only with its first
+    assert {p for p in got if 41 in p} == {(40, 41)}  # the copy only with its first
     assert n > SMALL_BUCKET
