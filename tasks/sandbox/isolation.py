@@ -91,7 +91,16 @@ def bwrap_argv(scratch_bytes: int) -> list[str]:
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
     made: set[str] = set()
-    for path in python_paths():
+    paths = python_paths()
+    # /tmp is normally a link to the scratch. When the interpreter itself lives under /tmp
+    # (a CI clone there, say), /tmp must hold its read-only binds instead: it becomes an
+    # empty tmpfs, mounted before them and made read-only after, so scratch stays the only
+    # writable place (TMPDIR points there).
+    tmp_holds_python = any(p == "/tmp" or p.startswith("/tmp/") for p in paths)
+    if tmp_holds_python:
+        made.add("/tmp")
+        argv += ["--perms", "0755", "--size", str(1 << 20), "--tmpfs", "/tmp"]
+    for path in paths:
         # bwrap would create missing parents (/root, /work) as 0700: nobody could not pass.
         for parent in reversed(Path(path).parents[:-1]):
             if str(parent) not in made:
@@ -99,7 +108,8 @@ def bwrap_argv(scratch_bytes: int) -> list[str]:
                 argv += ["--perms", "0755", "--dir", str(parent)]
         argv += ["--ro-bind", path, path]
     argv += ["--dev", "/dev", "--proc", "/proc", "--remount-ro", "/proc"]
-    argv += ["--perms", "1777", "--size", str(int(scratch_bytes)), "--tmpfs", SCRATCH, "--symlink", SCRATCH, "/tmp"]
+    argv += ["--perms", "1777", "--size", str(int(scratch_bytes)), "--tmpfs", SCRATCH]
+    argv += ["--remount-ro", "/tmp"] if tmp_holds_python else ["--symlink", SCRATCH, "/tmp"]
     argv += ["--chdir", SCRATCH]
     if os.geteuid() == 0:
         # Only to become nobody at once (tasks/sandbox/zygote.py): root inside, even without
