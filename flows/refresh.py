@@ -24,6 +24,7 @@ from tasks.generation.shard_job import GlobalRateLimit
 from tasks.generation.shard_prep import PrepSettings
 from tasks.generation.step import generate_all, known_in_workers
 from tasks.publish.manifest import no_new_seeds_manifest, refresh_manifest
+from tasks.publish.artifacts import create_refresh_artifacts
 from tasks.publish.step import publish_task, report_task
 from tasks.seeds.exclusion import SeedExcluder
 from tasks.seeds.sampling import SeedConfig
@@ -153,7 +154,7 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     )
     manifest = publish_task(out, rows.files if rows.rows else [], config.shard_size, manifest, audits,
                             near_deduped=config.near_dedup is not None)
-    await report_task(manifest, summaries, out, config.report)
+    await create_refresh_artifacts(report_task(manifest, summaries, out, config.report))
     if not manifest["accounting"]["balanced"]:
         raise RuntimeError(f"seed accounting does not balance: {manifest['accounting']}")
     return manifest

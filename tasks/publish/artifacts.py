@@ -63,18 +63,34 @@ def summary_markdown(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-async def publish_refresh_artifacts(manifest: dict, summaries: list[dict], out_dir: Path, report: bool) -> None:
-    """Shards table, summary, decontamination report and (with `report`) the dataset report."""
-    await acreate_table_artifact(shard_table_rows(summaries), key=SHARDS_KEY, description="Per-shard generation figures")
-    await acreate_markdown_artifact(summary_markdown(manifest), key=SUMMARY_KEY, description="Refresh summary")
+def render_refresh_artifacts(manifest: dict, summaries: list[dict], out_dir: Path, report: bool) -> dict:
+    """Render every refresh artifact (the CPU part: tables, markdown, charts) without creating any."""
+    rendered = {
+        "shards": shard_table_rows(summaries),
+        "summary": summary_markdown(manifest),
+        "decontamination": None,
+        "report": None,
+    }
     if "decontaminate" in manifest["stages"]:
-        await acreate_markdown_artifact(
-            decontamination_report_markdown(manifest["stages"]["decontaminate"]),
-            key=DECONTAMINATION_KEY, description="Benchmark decontamination: hits per benchmark and matcher",
-        )
+        rendered["decontamination"] = decontamination_report_markdown(manifest["stages"]["decontaminate"])
     if report:
         from tasks.publish.report import render_report
 
+        rendered["report"] = render_report(out_dir, manifest)
+    return rendered
+
+
+async def create_refresh_artifacts(rendered: dict) -> None:
+    """Create the rendered artifacts. Called from the flow body, not a task: the UI's flow-run
+    page lists only artifacts created by the flow run itself under its Artifacts tab."""
+    await acreate_table_artifact(rendered["shards"], key=SHARDS_KEY, description="Per-shard generation figures")
+    await acreate_markdown_artifact(rendered["summary"], key=SUMMARY_KEY, description="Refresh summary")
+    if rendered["decontamination"] is not None:
         await acreate_markdown_artifact(
-            render_report(out_dir, manifest), key=REPORT_KEY, description="Dataset report: card, samples, charts"
+            rendered["decontamination"], key=DECONTAMINATION_KEY,
+            description="Benchmark decontamination: hits per benchmark and matcher",
+        )
+    if rendered["report"] is not None:
+        await acreate_markdown_artifact(
+            rendered["report"], key=REPORT_KEY, description="Dataset report: card, samples, charts"
         )

@@ -13,7 +13,7 @@ from tasks.core.parquet_io import write_text_atomic
 from tasks.core.schema import DATASET_SCHEMA
 from tasks.core.sources import read_files
 from tasks.dedup.near import with_singleton_clusters
-from tasks.publish.artifacts import publish_refresh_artifacts
+from tasks.publish.artifacts import render_refresh_artifacts
 from tasks.publish.dataset_card import render_dataset_card
 from tasks.publish.publish import publish_dataset
 
@@ -35,8 +35,10 @@ def publish_task(
 
 
 @task(name="report", cache_policy=NO_CACHE)
-async def report_task(manifest: dict, summaries: list[dict], out_dir: Path, report: bool) -> None:
-    """Per-shard table, per-stage summary, decontamination report and the dataset report."""
-    await publish_refresh_artifacts(manifest, summaries, out_dir, report)
+def report_task(manifest: dict, summaries: list[dict], out_dir: Path, report: bool) -> dict:
+    """Render the per-shard table, per-stage summary, decontamination report and dataset report
+    (the flow creates them as artifacts: see create_refresh_artifacts)."""
+    rendered = render_refresh_artifacts(manifest, summaries, out_dir, report)
     for name, stage in manifest["stages"].items():
         get_run_logger().info("%s: %d in, %d out, dropped %s", name, stage["in"], stage["out"], stage["dropped"])
+    return rendered
