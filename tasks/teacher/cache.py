@@ -33,7 +33,7 @@ import asyncio
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,19 +53,6 @@ CREATE TABLE IF NOT EXISTS replies (
     UNIQUE (key, endpoint)
 )
 """
-_COLUMNS = (
-    "key",
-    "model",
-    "content",
-    "finish_reason",
-    "prompt_tokens",
-    "completion_tokens",
-    "system_fingerprint",
-    "max_tokens",
-    "request_seed",
-    "received_at_us",
-)
-_INSERT = f"INSERT OR IGNORE INTO replies ({', '.join(_COLUMNS)}, endpoint) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})"
 _LOOKUP_CHUNK = 500  # well under SQLite's bound-variable limit
 
 
@@ -85,6 +72,11 @@ class CachedReply:
     def as_row(self) -> tuple:
         return tuple(getattr(self, name) for name in _COLUMNS)
 
+
+
+# The table's columns are the record's fields, in order (as_row follows them too).
+_COLUMNS = tuple(f.name for f in fields(CachedReply))
+_INSERT = f"INSERT OR IGNORE INTO replies ({', '.join(_COLUMNS)}, endpoint) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})"
 
 def endpoint_scope(base_url: str) -> str:
     """The endpoint as the cache files it: scheme://host[:port]/path, never credentials or a query."""
