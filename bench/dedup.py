@@ -30,9 +30,10 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from process_stats import TreeRss  # bench/ is sys.path[0] when a benchmark runs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -240,53 +241,6 @@ def read_columns(corpus: Path, columns: list[str] | None = None):
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in input_files(corpus)])
 
 
-def _rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _descendants(pid: int) -> list[int]:
-    found = []
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            kids = [int(x) for x in children.read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            found += [kid, *_descendants(kid)]
-    return found
-
-
-class TreeRss(threading.Thread):
-    """Peak RSS of this process and of this process + its workers, sampled every 50 ms.
-
-    (ru_maxrss of a spawned worker is useless here: Linux keeps the parent's RSS at fork
-    time across exec, so every worker would "peak" at the parent's size.)
-    """
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.main_kb = self.tree_kb = 0
-        self.done = threading.Event()
-
-    def run(self):
-        while not self.done.wait(0.05):
-            main = _rss_kb(os.getpid())
-            self.main_kb = max(self.main_kb, main)
-            self.tree_kb = max(self.tree_kb, main + sum(_rss_kb(p) for p in _descendants(os.getpid())))
-
-    def stop(self) -> dict:
-        self.done.set()
-        self.join()
-        return {"main_mb": round(self.main_kb / 1024, 1), "main_plus_workers_mb": round(self.tree_kb / 1024, 1)}
-
-
 # --- children ------------------------------------------------------------------------------
 def run_step(corpus: Path, args) -> dict:
     import numpy as np
@@ -296,7 +250,7 @@ def run_step(corpus: Path, args) -> dict:
 
     cfg = NearDedupConfig(threshold=args.threshold, num_perm=args.num_perm, ngram=args.ngram, workers=args.workers)
     source = FileSource(corpus, cfg.fields)
-    sampler = TreeRss()
+    sampler = TreeRss(os.getpid(), interval_s=0.05, tree_key="main_plus_workers_mb")
     sampler.start()
     t0, cpu0, workers0 = time.perf_counter(), time.process_time(), children_cpu()
     plan = plan_near_dedup(source, cfg)

@@ -29,10 +29,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from process_stats import TreeRss, stop_processes  # bench/ is sys.path[0] when a benchmark runs
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = Path(os.environ.get("OSSFORGE_SHARED_BENCHMARKS", REPO.parent / "shared" / "benchmarks"))
@@ -63,34 +64,6 @@ def get_json(url: str) -> dict:
 
 
 # --- /proc sampling --------------------------------------------------------------------------
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(p) for p in fh.read().split()]
-    except OSError:
-        return []
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], _children(pid)
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(_children(p))
-    return out
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a live process (its own threads, not its children)."""
     try:
@@ -99,27 +72,6 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except OSError:
         return 0.0
-
-
-class TreeRss(threading.Thread):
-    """Peak RSS of one process and of it + its descendants, sampled every 100 ms."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.main_kb = self.tree_kb = 0
-        self.done = threading.Event()
-
-    def run(self):
-        while not self.done.wait(0.1):
-            main = _rss_kb(self.pid)
-            self.main_kb = max(self.main_kb, main)
-            self.tree_kb = max(self.tree_kb, main + sum(_rss_kb(p) for p in _descendants(self.pid)))
-
-    def stop(self) -> dict:
-        self.done.set()
-        self.join()
-        return {"main_mb": round(self.main_kb / 1024, 1), "tree_mb": round(self.tree_kb / 1024, 1)}
 
 
 # --- one refresh ---------------------------------------------------------------------------
@@ -231,12 +183,7 @@ def main() -> None:
         runs = [run_refresh(n, f"http://127.0.0.1:{teacher_port}/v1", stats_url, args.in_flight, args.latency,
                             work, env, teacher.pid, server.pid, args.log_dir) for n in sizes]
     finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({
         "bench": "end_to_end",

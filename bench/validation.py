@@ -27,6 +27,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from process_stats import stop_processes  # bench/ is sys.path[0] when a benchmark runs
+
 import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,12 +117,7 @@ def refresh_with_and_without_validation(seeds: int, latency: float, in_flight: i
                 result["validate_stage_s"] = manifest["stages"]["validate"]["seconds"]
                 result["validate_dropped"] = manifest["stages"]["validate"]["dropped"]
     finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
         shutil.rmtree(work, ignore_errors=True)
     result["teacher_limit_s"] = round(seeds * latency / in_flight, 1)
     result["validation_adds"] = round(result["validate_wall_s"] / result["no_validate_wall_s"] - 1, 3)
