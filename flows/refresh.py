@@ -91,10 +91,6 @@ def config_fingerprint(config: RefreshConfig) -> str:
     return config.content_fingerprint()
 
 
-def request_cache_path(config: RefreshConfig) -> Path:
-    return config.request_cache_path()
-
-
 @flow(name="oss-instruct-refresh", log_prints=True)
 async def refresh_flow(config: RefreshConfig) -> dict:
     """Build (or rebuild) an OSS-Instruct dataset in config.output_dir; returns the manifest."""
