@@ -64,7 +64,7 @@ stop:
 demo: setup server teacher
 	PREFECT_API_URL=$(PREFECT_API) $(VENV)/bin/ossforge refresh \
 	  --num-seeds $(DEMO_SEEDS) --output-dir $(DEMO_DIR) --concurrency 2 \
-	  --output-format json --context-size 2048 --max-reply-tokens 256 --no-progress
+	  --output-format json_tests --context-size 2048 --max-reply-tokens 384 --no-progress
 
 test: setup-dev
 	$(VENV)/bin/lint-imports
