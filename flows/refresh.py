@@ -31,7 +31,8 @@ from tasks.seeds.sampling import SeedConfig
 from tasks.seeds.step import sample_seeds_task
 from tasks.teacher.prompts import WITH_TESTS
 from tasks.teacher.session import TeacherConfig
-from tasks.validation.step import validate_task
+from tasks.sandbox.isolation import require_isolation
+from tasks.validation.step import shard_validation
 from tasks.validation.validate import ValidationConfig
 
 
@@ -75,9 +76,14 @@ class RefreshConfig(FingerprintedConfig):
         None, ge=1, description="processes cleaning each landed shard (default: leave a core to the teacher client)"
     )
 
+    def validates(self) -> bool:
+        """Validation runs when it is on and the teacher is asked for tests to run."""
+        return self.validation is not None and self.teacher.output_format in WITH_TESTS
+
     def prep_settings(self) -> PrepSettings:
         """The cleaning done per shard as it lands (per-row work of the stages that are on)."""
-        return PrepSettings(near_dedup=self.near_dedup, decontamination=self.decontamination)
+        return PrepSettings(validation=self.validation if self.validates() else None,
+                            near_dedup=self.near_dedup, decontamination=self.decontamination)
 
     def parallel(self) -> int:
         """Generation shards in flight: by default enough to keep teacher.concurrency busy."""
@@ -98,7 +104,13 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     out = Path(config.output_dir)
     work = out / ".work"
 
-    # Seeds stream into generation; each shard is cleaned per row in a worker as it lands.
+    if config.validates():
+        require_isolation(config.validation.accept_weak_sandbox)  # refuse before any request, not in a worker
+    elif config.validation is not None:  # the paper's formats bring no tests: nothing run, nothing "verified"
+        get_run_logger().warning("validation skipped: output format %r asks the teacher for no tests "
+                                 "(use sections_tests or json_tests)", config.teacher.output_format)
+
+    # Seeds stream into generation; each shard is validated and cleaned per row in a worker as it lands.
     seed_files: asyncio.Queue = asyncio.Queue()
     sampling = asyncio.ensure_future(sample_seeds_task(
         config.seeds, work / "seeds", config.generation_shard_size, config.exclude_seed_digests, seed_files
@@ -124,16 +136,11 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     ahead = known_in_workers(summaries)  # what the shard workers' index and LSH settings are
     rows = deduped.staged()
     any_pairs = rows.rows > 0
-    stages = {"seeds": seed_stats, "teacher": teacher_stats.as_dict(), "parse": parse_stats.as_dict(),
-              "exact_dedup": rows.stats.as_dict()}
-    audits = {"generation": failures, "exact_dedup": rows.audit}
-    if any_pairs and config.validation is not None:
-        if config.teacher.output_format in WITH_TESTS:
-            rows = validate_task(rows.files, config.validation, work / "validated")
-            stages["validate"], audits["validate"] = rows.stats.as_dict(), rows.audit
-        else:  # the paper's formats bring no tests: nothing to run, and nothing silently "verified"
-            get_run_logger().warning("validation skipped: output format %r asks the teacher for no tests "
-                                     "(use sections_tests or json_tests)", config.teacher.output_format)
+    stages = {"seeds": seed_stats, "teacher": teacher_stats.as_dict(), "parse": parse_stats.as_dict()}
+    audits = {"generation": failures}
+    if config.validates():
+        stages["validate"], audits["validate"] = shard_validation(summaries)
+    stages["exact_dedup"], audits["exact_dedup"] = rows.stats.as_dict(), rows.audit
 
     if any_pairs and config.near_dedup is not None:
         signatures = near_dedup_signatures_task(rows, config.near_dedup, ahead.get("near_dedup_lsh"))

@@ -13,6 +13,7 @@ import time
 
 _SETTINGS = None  # PrepSettings, parsed once per worker
 _DECONTAMINATOR = None  # one benchmark index per worker, built at start
+_VALIDATOR = None  # warm sandboxes per worker, started at start
 _META_KEY = b"ossforge.shard_prep"
 
 
@@ -22,8 +23,13 @@ def init(settings_json: str) -> None:
     os.nice(5)
     from tasks.generation.shard_prep import PrepSettings
 
-    global _SETTINGS, _DECONTAMINATOR
+    global _SETTINGS, _DECONTAMINATOR, _VALIDATOR
     _SETTINGS = PrepSettings.model_validate_json(settings_json)
+    if _SETTINGS.validation is not None:
+        from tasks.validation.validate import Validator
+
+        _VALIDATOR = Validator(_SETTINGS.validation)
+        _VALIDATOR.sandbox  # start the zygotes now, while the first shards are with the teacher
     if _SETTINGS.decontamination is not None:
         from tasks.decontamination.decontaminate import Decontaminator
 
@@ -31,7 +37,9 @@ def init(settings_json: str) -> None:
 
 
 def prepare_shard(pairs_path: str, out_path: str) -> dict:
-    """Add the per-row columns to one shard's pairs; returns CPU seconds per stage."""
+    """Validate one shard's pairs (when on) and add the per-row columns to those that pass;
+    returns the counts and CPU seconds per stage. A shard prepared before from the same
+    pairs and settings is reused, with the counts it recorded."""
     import pyarrow.parquet as pq
 
     from tasks.core.parquet_io import file_sha256, write_parquet_atomic
@@ -40,13 +48,19 @@ def prepare_shard(pairs_path: str, out_path: str) -> dict:
     from tasks.dedup.near import MINHASH, SHINGLES, shingle_set_column, signature_column
 
     settings = _SETTINGS
-    pairs_sha = file_sha256(pairs_path)
     index = {**_index_figures(), **_lsh_params()}
-    made_from = {"pairs_sha256": pairs_sha, "settings": settings.fingerprint()}
-    if _made_from(out_path) == made_from:
-        return {"reused": True, **index}
+    made_from = {"pairs_sha256": file_sha256(pairs_path), "settings": settings.fingerprint()}
+    earlier = _recorded(out_path)
+    audit_kept = _VALIDATOR is None or os.path.exists(validation_audit_path(out_path))
+    if earlier is not None and earlier.get("made_from") == made_from and audit_kept:
+        return {**earlier["result"], "reused": True, **index}
     table = pq.read_table(pairs_path)
     cpu: dict[str, float] = {}
+    result: dict = {}
+    if _VALIDATOR is not None:
+        start = time.process_time()
+        table, result["validate"] = _validate(table, validation_audit_path(out_path))
+        cpu["validate"] = round(time.process_time() - start, 3)  # this process only; the sandboxes' time is their own
 
     def add_column(stage: str, name: str, make) -> None:
         nonlocal table
@@ -61,8 +75,30 @@ def prepare_shard(pairs_path: str, out_path: str) -> dict:
             add_column("near_dedup", SHINGLES, lambda t: shingle_set_column(t, settings.near_dedup))
     if _DECONTAMINATOR is not None:
         add_column("decontaminate", CONTAMINATION, _DECONTAMINATOR.contamination_column)
-    write_parquet_atomic(table.replace_schema_metadata({_META_KEY: json.dumps(made_from).encode()}), out_path)
-    return {"reused": False, "cpu_seconds": cpu, "rows": table.num_rows, **index}
+    result.update(cpu_seconds=cpu, rows=table.num_rows)
+    record = json.dumps({"made_from": made_from, "result": result}).encode()
+    write_parquet_atomic(table.replace_schema_metadata({_META_KEY: record}), out_path)
+    return {**result, "reused": False, **index}
+
+
+def validation_audit_path(prepared_path: str) -> str:
+    return prepared_path.removesuffix(".parquet") + ".validate-audit.parquet"
+
+
+def _validate(table, audit_path: str):
+    """The validation step on one shard: (kept rows, the shard's counts). The audit of the
+    rows it dropped is written beside the prepared shard for the flow to collect."""
+    from tasks.core.parquet_io import write_parquet_atomic
+    from tasks.core.stats import StageStats
+    from tasks.core.step import run_step
+    from tasks.validation.validate import STAGE, validation_summary
+
+    _VALIDATOR.by_language.clear()  # counts per shard; the flow adds them up
+    stats = StageStats(STAGE)
+    out = run_step(_VALIDATOR, table, stats)
+    write_parquet_atomic(out.audit, audit_path)
+    stats.extra.update(validation_summary(_VALIDATOR))
+    return out.kept, stats.as_dict()
 
 
 def _lsh_params() -> dict:
@@ -74,8 +110,9 @@ def _lsh_params() -> dict:
     return {"near_dedup_lsh": list(lsh_params(_SETTINGS.near_dedup.threshold, _SETTINGS.near_dedup.num_perm))}
 
 
-def _made_from(out_path: str) -> dict | None:
-    """What an existing prepared shard was made from (None when there is none to reuse)."""
+def _recorded(out_path: str) -> dict | None:
+    """What an existing prepared shard was made from and the counts it gave (None when
+    there is none to reuse)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

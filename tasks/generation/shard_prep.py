@@ -1,8 +1,9 @@
 """Cleaning that needs only its own shard, done as soon as the shard lands, in worker processes.
 
-Each row's exact-dedup digest, near-dedup signature and benchmark matches depend on that
-row alone, so they are computed per generation shard while the teacher is still answering
-later shards; only the decisions that need every row (which copy is first, which rows form
+Each row's validation verdict, exact-dedup digest, near-dedup signature and benchmark
+matches depend on that row alone, so they are computed per generation shard while the
+teacher is still answering later shards (validation first: rows that fail their own tests
+go to the shard's audit and are neither signed nor matched); only the decisions that need every row (which copy is first, which rows form
 a cluster) wait (exact dedup in seed order as shards land, near-dedup clusters at the end).
 The results travel as extra columns of the shard's rows (PAIR_DIGEST, MINHASH,
 CONTAMINATION), which the later steps read instead of recomputing, and which publishing
@@ -27,17 +28,20 @@ from pydantic import BaseModel
 from tasks.decontamination.decontaminate import DecontaminationConfig
 from tasks.dedup.near import NearDedupConfig
 from tasks.generation import prep_worker
+from tasks.validation.validate import ValidationConfig
 
 
 class PrepSettings(BaseModel):
-    """What the per-shard work computes: near-dedup signatures and benchmark matches (each
-    None when that stage is off); exact-dedup digests always."""
+    """What the per-shard work does: validation in the sandbox, near-dedup signatures and
+    benchmark matches (each None when that stage is off); exact-dedup digests always."""
 
+    validation: ValidationConfig | None = None
     near_dedup: NearDedupConfig | None = None
     decontamination: DecontaminationConfig | None = None
 
     def fingerprint(self) -> str:
         return json.dumps({
+            "validation": self.validation.content_fingerprint() if self.validation else None,
             "near_dedup": self.near_dedup.content_fingerprint() if self.near_dedup else None,
             "decontamination": self.decontamination.content_fingerprint() if self.decontamination else None,
         }, sort_keys=True)

@@ -26,7 +26,7 @@ from tasks.core.errors import UserError
 from tasks.core.parquet_io import file_sha256
 from tasks.generation.shard import generate_shard
 from tasks.generation.shard_job import GlobalRateLimit, ShardJob, summary_path
-from tasks.generation.prep_worker import prepare_shard
+from tasks.generation.prep_worker import prepare_shard, validation_audit_path
 from tasks.generation.shard_prep import PrepSettings, prep_pool, prepared_path
 from tasks.teacher.limits import prefect_rate_limit_permits
 from tasks.teacher.session import TeacherConfig, TeacherSession
@@ -99,8 +99,9 @@ async def ensure_rate_limit(limit: GlobalRateLimit) -> None:
 
 @task(name="clean-shard", cache_policy=NO_CACHE)
 async def clean_shard_task(summary: dict, work_dir: Path, pool: Executor) -> dict:
-    """The per-row cleaning of one landed shard (exact-dedup digests, near-dedup signatures,
-    benchmark matches) in a worker process; the decisions come later."""
+    """The per-row cleaning of one landed shard (validation in the sandbox, exact-dedup
+    digests, near-dedup signatures, benchmark matches) in a worker process; the decisions
+    that need every shard come later."""
     out = prepared_path(work_dir, summary["shard"])
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(pool, prepare_shard, summary["pairs_path"], str(out))
@@ -109,6 +110,8 @@ async def clean_shard_task(summary: dict, work_dir: Path, pool: Executor) -> dic
         "already prepared" if result["reused"] else "prepared", result.get("cpu_seconds", {}),
     )
     known = {k: result[k] for k in ("decontamination_index", "near_dedup_lsh") if k in result}
+    if "validate" in result:  # the shard's validation counts, and where its audit is
+        known.update(validate=result["validate"], validate_audit_path=validation_audit_path(str(out)))
     return {**summary, "prepared_path": str(out), "prep_cpu_seconds": result.get("cpu_seconds", {}), **known}
 
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from tasks.core.config import FingerprintedConfig, operational
+from tasks.core.stats import StageStats
 from tasks.core.step import StepOutput, audit_rows
 from tasks.sandbox.runner import Sandbox, SandboxLimits, default_workers
 from tasks.validation.code import extract_code
@@ -159,10 +160,35 @@ def _split(table: pa.Table, verdicts: list) -> StepOutput:
 
 def validation_summary(validator: Validator) -> dict:
     """For the manifest and the dataset card: isolation used, counts and pass rate per language."""
-    by_language = {lang: dict(sorted(c.items())) for lang, c in sorted(validator.by_language.items())}
+    return _summary(validator.isolation, validator.by_language)
+
+
+def _summary(isolation: str | None, by_language: dict[str, Counter]) -> dict:
     rates = {}
-    for lang, counts in validator.by_language.items():
+    for lang, counts in by_language.items():
         ran = sum(n for status, n in counts.items() if status not in (UNVERIFIED, NO_RUNNER, NO_TESTS))
         if ran:
             rates[lang] = round(counts[PASSED] / ran, 4)
-    return {"isolation": validator.isolation, "by_language": by_language, "pass_rate": dict(sorted(rates.items()))}
+    return {
+        "isolation": isolation,
+        "by_language": {lang: dict(sorted(c.items())) for lang, c in sorted(by_language.items())},
+        "pass_rate": dict(sorted(rates.items())),
+    }
+
+
+def combine_shard_stats(shards: list[dict]) -> StageStats:
+    """The validation stage of a refresh from its per-shard counts (each StageStats.as_dict()
+    with validation_summary in `extra`), as if one validator had seen every row."""
+    total = StageStats(STAGE)
+    by_language: dict[str, Counter] = defaultdict(Counter)
+    isolations = set()
+    for shard in shards:
+        total.merge(StageStats.from_dict(STAGE, shard))
+        extra = shard.get("extra", {})
+        isolations.add(extra.get("isolation"))
+        for lang, counts in extra.get("by_language", {}).items():
+            by_language[lang].update(counts)
+    # "weak" wins: one shard behind Python-level guards only makes the whole run weak.
+    isolation = "weak" if "weak" in isolations else next((i for i in isolations if i), None)
+    total.extra.update(_summary(isolation, by_language))
+    return total

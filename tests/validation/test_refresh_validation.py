@@ -39,7 +39,8 @@ def test_refresh_validates_and_drops_exactly_the_planted_failures(prefect_server
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["accounting"]["balanced"], manifest["accounting"]
     stages = list(manifest["stages"])
-    assert stages.index("exact_dedup") < stages.index("validate")
+    # after parsing, before dedup: each shard is validated in the clean-shard worker as it lands
+    assert stages.index("parse") < stages.index("validate") < stages.index("exact_dedup")
     validate = manifest["stages"]["validate"]
     seeds = range(manifest["stages"]["seeds"]["out"])
     planted = sum(planted_test_failure(976 + i) for i in seeds)
