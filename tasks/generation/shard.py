@@ -77,7 +77,14 @@ async def generate_shard(seeds_path: Path, session, teacher_cfg, pairs_path: Pat
     Reading seeds, parsing replies and writing Parquet run in a thread: the event loop
     keeps answering the other shards' in-flight requests meanwhile."""
     seeds = await asyncio.to_thread(pq.read_table, seeds_path)
-    replies, session_stats = await session.complete_shard(seeds)
+    settled = None
+    if teacher_cfg.teacher_mode == "batch":  # buy the replies through the Batch API into the cache first
+        from tasks.teacher.batch_run import reprice_live_fallback, run_batches
+
+        settled = await run_batches(session, seeds)
+    replies, session_stats = await session.complete_shard(seeds, settled=settled)
+    if settled is not None:
+        reprice_live_fallback(settled, replies, session_stats, teacher_cfg)
     return await asyncio.to_thread(
         _stage_replies, seeds_path, seeds, replies, session_stats, teacher_cfg, pairs_path, failures_path
     )

@@ -88,6 +88,24 @@ class TeacherConfig(FingerprintedConfig):
     cache_scope: str | None = operational(
         None, description="file cached replies under this name, not the endpoint URL: replicas serving one model share replies"
     )
+    # ---- batch mode (tasks/teacher/batch_*.py): the same requests through the provider's Batch API.
+    # Operational: a reply is the same whichever way it was bought (same request, same cache key).
+    teacher_mode: Literal["live", "batch"] = operational(
+        "live", description="live: chat completions now; batch: the Batch API (cheaper, results within its window)"
+    )
+    batch_fallback: Literal["live", "none"] = operational(
+        "live", description="requests a batch could not answer after batch_retries new batches: send live, or drop counted"
+    )
+    batch_retries: int = operational(1, ge=0, description="new batches for requests that expired or failed in one")
+    batch_discount: float = operational(
+        0.5, ge=0, le=1, description="fraction off the live price for batch requests (OpenAI: 0.5)"
+    )
+    batch_max_requests: int = operational(50_000, ge=1, description="requests per batch (OpenAI's limit: 50,000)")
+    batch_max_bytes: int = operational(
+        200_000_000, ge=1024, description="bytes of JSONL input per batch (OpenAI's limit: 200 MB)"
+    )
+    batch_poll_s: float = operational(10.0, gt=0, description="first wait between polls of a batch; doubles each poll")
+    batch_poll_max_s: float = operational(300.0, gt=0, description="longest wait between polls")
 
     @field_validator("base_url")
     @classmethod
@@ -103,7 +121,26 @@ class TeacherConfig(FingerprintedConfig):
         (table_in, table_out), table_source = found if found else ((None, None), None)
         price_in, source_in = (self.price_per_mtok_in, "flag") if self.price_per_mtok_in is not None else (table_in, table_source)
         price_out, source_out = (self.price_per_mtok_out, "flag") if self.price_per_mtok_out is not None else (table_out, table_source)
+        if self.teacher_mode == "batch":
+            # Every reply of a batch-mode run is priced as a batch reply (budget, stats, manifest);
+            # the few sent live as a fallback are re-priced in the shard's stats (batch_run.py).
+            factor = 1.0 - self.batch_discount
+            price_in = None if price_in is None else price_in * factor
+            price_out = None if price_out is None else price_out * factor
+            mark = f"+batch_discount:{self.batch_discount:g}"
+            source_in = None if source_in is None else source_in + mark
+            source_out = None if source_out is None else source_out + mark
         return {"in": price_in, "out": price_out, "source_in": source_in, "source_out": source_out}
+
+    def live_prices(self) -> tuple[float, float]:
+        """USD per 1M tokens (in, out) at the live price, whatever the mode (0 when unknown)."""
+        found = self.model_copy(update={"teacher_mode": "live"}).price_sources()
+        return (found["in"] or 0.0, found["out"] or 0.0)
+
+    def batch_prices(self) -> tuple[float, float]:
+        """USD per 1M tokens (in, out) at the batch price, whatever the mode (0 when unknown)."""
+        found = self.model_copy(update={"teacher_mode": "batch"}).price_sources()
+        return (found["in"] or 0.0, found["out"] or 0.0)
 
     def prices(self) -> tuple[float, float]:
         """USD per 1M tokens (in, out); an unknown price counts 0 (check_priced refuses a cost budget then)."""

@@ -143,11 +143,14 @@ class Budget:
     def _expected_out(self, max_tokens: int) -> float:
         return self.tokens_out / self.replies if self.replies else float(max_tokens)
 
-    def admit(self, prompt_tokens: int, max_tokens: int) -> float | None:
-        """Admit one request: returns its expected completion tokens (hand it to `finish`), or None."""
+    def admit(self, prompt_tokens: int, max_tokens: int, worst_case: bool = False) -> float | None:
+        """Admit one request: returns its expected completion tokens (hand it to `finish`), or None.
+
+        worst_case: expect max_tokens, not the mean so far (a batch is paid for whole, hours
+        later, so what it holds of the budget must cover the most it can cost)."""
         if self.stopped:
             return None
-        out = self._expected_out(max_tokens)
+        out = float(max_tokens) if worst_case else self._expected_out(max_tokens)
         if self.limited:
             total_in = self.tokens_in + self.possibly_billed_in + self._inflight_tokens_in
             total_out = self.tokens_out + self._inflight_tokens_out

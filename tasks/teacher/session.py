@@ -368,8 +368,12 @@ class TeacherSession:
             self.progress(reply)
 
     # ------------------------------------------------------------------ shards
-    async def complete_shard(self, seeds: pa.Table) -> tuple[list[TeacherReply], StageStats]:
-        """One reply per seed row, in row order, and the shard's "teacher" StageStats."""
+    async def complete_shard(self, seeds: pa.Table, settled=None) -> tuple[list[TeacherReply], StageStats]:
+        """One reply per seed row, in row order, and the shard's "teacher" StageStats.
+
+        settled: what batch mode already did for these seeds (tasks/teacher/batch_run.py
+        `BatchOutcome`): replies it bought are in the cache and count as this run's spend
+        (`.bought`), requests it gave up on fail with its reason (`.failed`), unsent."""
         started = time.perf_counter()
         stats = StageStats("teacher", rows_in=seeds.num_rows)
         self._replies_declared += seeds.num_rows
@@ -382,16 +386,26 @@ class TeacherSession:
 
         replies: list[TeacherReply | None] = [None] * len(requests)
         to_send: list[tuple[int, _Request]] = []
+        bought, gave_up = (settled.bought, settled.failed) if settled is not None else ((), {})
         for pos, req in enumerate(requests):
             row = cached.get(req.key)
             if row is None:
-                to_send.append((pos, req))
+                if req.key in gave_up:  # batch mode's verdict (expired with no fallback, budget, a 400)
+                    replies[pos] = self._failed(req, gave_up[req.key], 0)
+                    self._report(replies[pos])
+                else:
+                    to_send.append((pos, req))
                 continue
-            reply = self._from_cached(req, row, True, 0)
+            fresh = req.key in bought  # bought by this run's batches: fresh spend, not an earlier run's
+            reply = self._from_cached(req, row, not fresh, 0)
             replies[pos] = reply
-            tally.cache_hits += 1
-            tally.cached_in += row.prompt_tokens
-            tally.cached_out += row.completion_tokens
+            if fresh:
+                tally.tokens_in += row.prompt_tokens
+                tally.tokens_out += row.completion_tokens
+            else:
+                tally.cache_hits += 1
+                tally.cached_in += row.prompt_tokens
+                tally.cached_out += row.completion_tokens
             self.budget.charge(row.prompt_tokens, row.completion_tokens)  # the dataset's spend, paid earlier
             self._report(reply)
 

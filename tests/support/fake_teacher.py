@@ -55,6 +55,10 @@ class FakeTeacherOptions:
     # whose seed is a multiple of this are wrong (0: none), so validation drops an exact count.
     failing_tests_every: int = 4
     fault_salt: str = ""  # change to draw a different fault pattern
+    # Batch API (tests/support/fake_batch_api.py): how long a batch takes, and the fraction of
+    # its requests drawn to run out of the completion window (the batch then ends "expired").
+    batch_delay_s: float = 0.0
+    batch_expire_rate: float = 0.0
 
 
 class _Counters:
@@ -200,6 +204,9 @@ class FakeTeacher:
         self.options = options or FakeTeacherOptions()
         self.configure(**overrides)
         self.counters = _Counters()
+        from .fake_batch_api import FakeBatchApi  # relative: works as support.* and as tests.support.*
+
+        self.batch_api = FakeBatchApi(self)
         self._encoding = None
         self._token_memo: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
@@ -218,6 +225,7 @@ class FakeTeacher:
 
     def reset(self) -> None:
         self.counters = _Counters()
+        self.batch_api.stats.clear()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -226,6 +234,7 @@ class FakeTeacher:
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/admin/reset", self._admin_reset)
         app.router.add_post("/admin/config", self._admin_config)
+        self.batch_api.mount(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -381,13 +390,27 @@ class FakeTeacher:
         if denied is not None:
             c.by_outcome["401"] += 1
             return denied
+        refused = self._refusal_status(model, seen)
+        if refused is None:
+            return None
+        status, payload = refused
+        return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
+
+    def _refusal_status(self, model: str, seen: _Arrival) -> tuple[int, dict] | None:
+        """(status, error body) for an unknown model or too many tokens (live and batch requests alike)."""
+        opts = self.options
+        c = self.counters
+
+        def error(status: int, message: str, code: str) -> tuple[int, dict]:
+            return status, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+
         if opts.models is not None and model not in opts.models:
             c.by_outcome["404"] += 1
-            return _error(404, f"The model `{model}` does not exist.", "model_not_found")
+            return error(404, f"The model `{model}` does not exist.", "model_not_found")
         requested = seen.prompt_tokens + seen.max_tokens
         if opts.context_size is not None and requested > opts.context_size:
             c.by_outcome["400_context_length"] += 1
-            return _error(
+            return error(
                 400,
                 f"This model's maximum context length is {opts.context_size} tokens. However, you requested "
                 f"{requested} tokens. Please reduce the length of the messages or completion.",
@@ -466,7 +489,8 @@ class FakeTeacher:
     async def _stats(self, request: web.Request) -> web.Response:
         window = float(request.query.get("window", 60))
         keys = request.query.get("keys") == "1"
-        return web.Response(body=orjson.dumps(self.counters.snapshot(window, keys)), content_type="application/json")
+        snapshot = {**self.counters.snapshot(window, keys), "batch": self.batch_api.batch_stats()}
+        return web.Response(body=orjson.dumps(snapshot), content_type="application/json")
 
     async def _admin_reset(self, request: web.Request) -> web.Response:
         self.reset()
@@ -558,6 +582,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate-truncated", type=float, default=0.0)
     parser.add_argument("--rate-length", type=float, default=0.0)
     parser.add_argument("--reply-chars", type=int, default=0, help="pad solutions to about this many characters")
+    parser.add_argument("--batch-delay", type=float, default=0.0, help="seconds a batch takes (Batch API)")
+    parser.add_argument("--batch-expire-rate", type=float, default=0.0, help="fraction of batch requests that expire")
     a = parser.parse_args(argv)
     api_key = None
     if a.api_key_env:
@@ -578,6 +604,8 @@ def main(argv: list[str] | None = None) -> None:
         rate_truncated=a.rate_truncated,
         rate_length=a.rate_length,
         reply_chars=a.reply_chars,
+        batch_delay_s=a.batch_delay,
+        batch_expire_rate=a.batch_expire_rate,
     )
     try:
         serve(options, host=a.host, port=a.port)
