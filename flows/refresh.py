@@ -31,6 +31,7 @@ from tasks.seeds.sampling import SeedConfig
 from tasks.seeds.step import sample_seeds_task
 from tasks.teacher.prompts import WITH_TESTS
 from tasks.teacher.session import TeacherConfig
+from tasks.teacher.step import forecast_task
 from tasks.sandbox.isolation import require_isolation
 from tasks.validation.step import shard_validation
 from tasks.validation.validate import ValidationConfig
@@ -75,6 +76,9 @@ class RefreshConfig(FingerprintedConfig):
     cleaning_workers: int | None = operational(
         None, ge=1, description="processes cleaning each landed shard (default: leave a core to the teacher client)"
     )
+    dry_run: bool = operational(
+        False, description="forecast requests, tokens, cost and wall time (OUTPUT/forecast.json); send nothing"
+    )
 
     def validates(self) -> bool:
         """Validation runs when it is on and the teacher is asked for tests to run."""
@@ -87,6 +91,8 @@ class RefreshConfig(FingerprintedConfig):
 
     def parallel(self) -> int:
         """Generation shards in flight: by default enough to keep teacher.concurrency busy."""
+        if self.teacher.teacher_mode == "batch":  # a shard waits hours on its batches: let them all run at once
+            return self.parallel_shards or max(2, -(-self.seeds.num_seeds // self.generation_shard_size))
         return self.parallel_shards or max(2, -(-self.teacher.concurrency // self.generation_shard_size) + 1)
 
     def request_cache_path(self) -> Path:
@@ -100,6 +106,9 @@ def config_fingerprint(config: RefreshConfig) -> str:
 @flow(name="oss-instruct-refresh", log_prints=True)
 async def refresh_flow(config: RefreshConfig) -> dict:
     """Build (or rebuild) an OSS-Instruct dataset in config.output_dir; returns the manifest."""
+    if config.dry_run:  # the cost forecast: every request built and counted, none sent
+        return await forecast_task(config.seeds, config.teacher, config.generation_shard_size,
+                                   config.exclude_seed_digests, config.request_cache_path(), Path(config.output_dir))
     started = time.perf_counter()
     out = Path(config.output_dir)
     work = out / ".work"

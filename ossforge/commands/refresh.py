@@ -91,6 +91,18 @@ def refresh(
     shard_deployment: Optional[str] = typer.Option(
         None, help="spread generation shards over a pool's workers via this deployment (e.g. generate-shard/cpu)"
     ),
+    teacher_mode: Optional[str] = typer.Option(
+        None, help="live (chat completions now) | batch (the provider's Batch API: half price, within 24 h)"
+    ),
+    batch_fallback: Optional[str] = typer.Option(
+        None, help="batch requests that expired or failed twice: live (send them live) | none (drop, counted)"
+    ),
+    batch_discount: Optional[float] = typer.Option(
+        None, min=0, max=1, help="fraction off the live price for batch requests (default 0.5)"
+    ),
+    dry_run: bool = typer.Option(
+        False, help="forecast requests, tokens, cost and wall time (forecast.json); send nothing"
+    ),
     config: Optional[Path] = typer.Option(None, help="JSON file with a RefreshConfig; options override it"),
     progress: bool = typer.Option(True, help="terminal progress bar"),
 ) -> None:
@@ -127,6 +139,10 @@ def refresh(
         "decontamination.require_benchmarks": [n.strip() for n in (require_benchmarks or "").split(",") if n.strip()],
         "teacher.context_size": context_size,
         "teacher.max_tokens_cap": max_reply_tokens,
+        "teacher.teacher_mode": teacher_mode,
+        "teacher.batch_fallback": batch_fallback,
+        "teacher.batch_discount": batch_discount,
+        "dry_run": dry_run or None,
     }
     from flows.refresh import RefreshConfig
 
@@ -157,9 +173,22 @@ def refresh(
         from tasks.decontamination.decontaminate import require_benchmarks as load_required
 
         load_required(cfg.decontamination)  # a required benchmark that cannot load: refuse before the teacher runs
+    if cfg.dry_run:  # the forecast sends nothing, not even the preflight's probe
+        _print_forecast(run_refresh(cfg, progress=progress), cfg.output_dir)
+        return
     preflight(cfg.teacher)  # unreachable teacher, missing key, bad model
     manifest = run_refresh(cfg, progress=progress)
     _print_summary(manifest, ui)
+
+
+def _print_forecast(forecast: dict, output_dir: str) -> None:
+    from rich.console import Console
+
+    from tasks.teacher.step import render_forecast
+
+    console = Console(stderr=False)
+    console.print(f"[bold]forecast[/bold]  (dry run: nothing sent)  {Path(output_dir).resolve() / 'forecast.json'}")
+    console.print(render_forecast(forecast), markup=False, highlight=False)
 
 
 def check_sandbox(cfg) -> None:
