@@ -137,6 +137,7 @@ async def generate_all(
     shard_deployment: str | None = None,
     expected_replies: int | None = None,
     prep_workers: int | None = None,
+    ledger_path: Path | None = None,
 ) -> AsyncIterator[dict]:
     """Every seed shard put on `shards` (until END_OF_SEEDS) through the teacher, `parallel`
     shards in flight, each landed shard cleaned per row in a worker process while the
@@ -156,12 +157,12 @@ async def generate_all(
         await aupdate_progress_artifact(progress_id, 100.0 * done / max(1, announced))
 
     async with contextlib.AsyncExitStack() as stack:
-        pool = stack.enter_context(prep_pool(settings, prep_workers))
+        pool = _CleaningPool(settings, prep_workers, stack)
         if shard_deployment:
             await _check_deployment(shard_deployment)
             generate = functools.partial(
                 _shard_on_worker, teacher=teacher, work_dir=work_dir, cache_path=cache_path, rate_limit=rate_limit,
-                deployment=shard_deployment,
+                deployment=shard_deployment, ledger_path=ledger_path,
             )
         else:
             permits = prefect_rate_limit_permits(rate_limit.name, rate_limit.batch_size()) if rate_limit else None
@@ -174,7 +175,7 @@ async def generate_all(
                 async with opening:
                     if not opened:
                         opened.append(await stack.enter_async_context(
-                            TeacherSession(teacher, cache_path=cache_path, permits=permits)
+                            TeacherSession(teacher, cache_path=cache_path, permits=permits, ledger_path=ledger_path)
                         ))
                         opened[0].expected_replies = expected_replies  # the CLI bar's total
                 return opened[0]
@@ -185,9 +186,10 @@ async def generate_all(
 
         async def one(path: str) -> dict:
             async with gate:
+                pool.start_soon()
                 summary = await generate(path)
             await finished()
-            return await clean_shard_task(summary, work_dir, pool)
+            return await clean_shard_task(summary, work_dir, pool.start())
 
         # Shards start as their seed files arrive; their summaries leave in seed order.
         running: asyncio.Queue = asyncio.Queue()
@@ -209,9 +211,40 @@ async def generate_all(
                 yield await shard
             await starter
         finally:
+            pool.closing = True
             for pending in [starter, *started]:
                 pending.cancel()
             await asyncio.gather(starter, *started, return_exceptions=True)
+
+
+class _CleaningPool:
+    """The clean-shard worker processes, started a moment after the first shard's requests
+    went out (or when a shard lands first): their start-up (imports, the benchmark index,
+    warm sandboxes) then overlaps the wait for replies instead of delaying the first request
+    on a machine with few cores."""
+
+    DELAY_S = 1.0
+
+    def __init__(self, settings: PrepSettings, workers: int | None, stack: contextlib.AsyncExitStack):
+        self._args = (settings, workers)
+        self._stack = stack
+        self._pool: Executor | None = None
+        self._scheduled = False
+        self.closing = False
+
+    def start_soon(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(self.DELAY_S, self._start_unless_closing)
+
+    def _start_unless_closing(self) -> None:
+        if not self.closing:
+            self.start()
+
+    def start(self) -> Executor:
+        if self._pool is None:
+            self._pool = self._stack.enter_context(prep_pool(*self._args))
+        return self._pool
 
 
 async def _check_deployment(name: str) -> None:
@@ -227,7 +260,9 @@ async def _check_deployment(name: str) -> None:
             ) from None
 
 
-async def _shard_on_worker(path: str, teacher, work_dir: Path, cache_path: Path, rate_limit, deployment: str) -> dict:
+async def _shard_on_worker(
+    path: str, teacher, work_dir: Path, cache_path: Path, rate_limit, deployment: str, ledger_path: Path | None = None
+) -> dict:
     """One shard as a flow run of the shard deployment, picked up by any worker of its pool.
 
     The workers share the filesystem (seed files, staged pairs, the reply cache) and the
@@ -247,6 +282,7 @@ async def _shard_on_worker(path: str, teacher, work_dir: Path, cache_path: Path,
         work_dir=str(work_dir.resolve()),
         cache_path=str(cache_path.resolve()),
         rate_limit=rate_limit,
+        ledger_path=str(Path(ledger_path).resolve()) if ledger_path is not None else None,
     )
     run = await run_deployment(
         deployment,
