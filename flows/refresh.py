@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -22,6 +23,7 @@ from tasks.dedup.step import ShardDedup, exact_dedup_task, near_dedup_clusters_t
 from tasks.generation.shard import merge_summaries
 from tasks.generation.shard_job import GlobalRateLimit
 from tasks.generation.shard_prep import PrepSettings
+from tasks.generation.stage_progress import ShardProgress
 from tasks.generation.step import generate_all, known_in_workers
 from tasks.publish.manifest import no_new_seeds_manifest, refresh_manifest
 from tasks.publish.artifacts import create_refresh_artifacts
@@ -98,6 +100,10 @@ class RefreshConfig(FingerprintedConfig):
     def request_cache_path(self) -> Path:
         return Path(self.cache_dir or Path(self.output_dir) / ".cache") / "requests.sqlite"
 
+    def budget_ledger_path(self, run_id: str) -> Path:
+        """The run's spend ledger, beside the reply cache: every process of the run shares it."""
+        return self.request_cache_path().parent / "budget" / f"{run_id}.sqlite"
+
 
 def config_fingerprint(config: RefreshConfig) -> str:
     return config.content_fingerprint()
@@ -125,14 +131,20 @@ async def refresh_flow(config: RefreshConfig) -> dict:
         config.seeds, work / "seeds", config.generation_shard_size, config.exclude_seed_digests, seed_files
     ))
     deduped = ShardDedup(work / "deduped")
+    dedup_progress = await ShardProgress("exact_dedup", -(-config.seeds.num_seeds // config.generation_shard_size)).start()
     summaries = []
     try:
         async for shard in generate_all(
             seed_files, config.teacher, work, config.request_cache_path(), config.parallel(), config.prep_settings(),
-            config.teacher_rate_limit, config.shard_deployment, config.seeds.num_seeds, config.cleaning_workers,
+            rate_limit=config.teacher_rate_limit, shard_deployment=config.shard_deployment,
+            expected_replies=config.seeds.num_seeds, prep_workers=config.cleaning_workers,
+            ledger_path=config.budget_ledger_path(str(prefect_flow_run.id or uuid.uuid4().hex)),
+            seeds_per_shard=config.generation_shard_size,
         ):
             summaries.append(shard)
             await exact_dedup_task(shard, deduped)  # in seed order, while later shards generate
+            dedup_progress.expect_at_least(len(summaries))
+            await dedup_progress.advance()
     except BaseException:
         sampling.cancel()  # stops the sampling process too
         raise

@@ -4,7 +4,8 @@ Deployed on the CPU pool (prefect.yaml: `generate-shard/cpu`). A refresh with
 `shard_deployment` set launches one run of it per seed shard with `run_deployment`; any
 worker of the pool picks it up. The shard runs through the same cached `generate-shard`
 task as in-process refreshes, so a finished shard is never paid for twice, and every
-process takes its teacher permits from one Prefect global rate limit, a batch at a time.
+process takes its teacher permits from one Prefect global rate limit, a batch at a time,
+and reserves its spend in the run's ledger (tasks/teacher/ledger.py): one budget per run.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ async def generate_shard_flow(job: ShardJob) -> dict:
     name = Path(job.seeds_path).stem
     limit = job.rate_limit
     permits = prefect_rate_limit_permits(limit.name, limit.batch_size()) if limit is not None else None
-    async with TeacherSession(job.teacher, cache_path=job.cache_path, permits=permits) as session:
+    # The run's ledger makes the budget the run's, however many workers take its shards.
+    async with TeacherSession(job.teacher, cache_path=job.cache_path, permits=permits, ledger_path=job.ledger_path) as session:
         shard_task = cached_shard_task(work_dir, job.seeds_path)
         summary = await shard_task(job.seeds_path, job.seeds_sha256, job.teacher, job.work_dir, session=session)
     summary = {**summary, "worker": worker_name(), "flow_run_id": str(current_run.get_id())}

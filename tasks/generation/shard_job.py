@@ -36,6 +36,7 @@ class ShardJob(BaseModel):
     work_dir: str = Field(description="the refresh's .work directory: pairs/, failures/, results/, summaries/")
     cache_path: str = Field(description="the shared teacher reply cache (SQLite, WAL: safe across processes)")
     rate_limit: GlobalRateLimit | None = None
+    ledger_path: str | None = Field(None, description="the run's spend ledger (one budget for every worker)")
 
 
 def summary_path(work_dir: str, shard: str) -> str:

@@ -7,8 +7,10 @@ window (plus a small margin for the time the request takes to reach the server) 
 fewer than `rpm` requests and at most `tpm` tokens, so no window ever goes over.
 
 All of it lives on one event loop: every shard task of a flow run shares one limiter and
-one budget, so limits are shared, not multiplied. Across processes, `BatchedPermits` takes
-permits from a global limit (a Prefect rate limit) a batch at a time, never per request.
+one budget, so limits are shared, not multiplied. Across processes, the budget and the
+TPM window are the run's through a shared ledger file (tasks/teacher/ledger.py), and
+`BatchedPermits` takes permits from a global limit (a Prefect rate limit) a batch at a
+time, never per request.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import asyncio
 import time
 from collections import deque
 from typing import Awaitable, Callable
+
+from tasks.teacher.ledger import SpendLedger, Usage
 
 
 class SlidingWindowLimiter:
@@ -86,6 +90,13 @@ class SlidingWindowLimiter:
         return wait + 1e-3 if wait > 0 else 0.0
 
 
+class Admission(float):
+    """`Budget.admit`'s answer: the expected completion tokens (a float, as before), carrying
+    the worst case it reserved in the run's ledger so `finish` can settle it."""
+
+    reserved: tuple[float, float] = (0.0, 0.0)
+
+
 class Budget:
     """Stops new teacher requests once the run's spend would pass `max_cost_usd` or `max_total_tokens`.
 
@@ -101,6 +112,13 @@ class Budget:
     been billed by the provider (it saw the prompt, and may have generated): its prompt
     tokens count as "possibly billed" (`charge_possibly_billed`), against the budget too,
     and a retry is refused once the spend so counted reaches the budget.
+
+    With a `SpendLedger` (tasks/teacher/ledger.py) the budget is the whole run's, however
+    many processes send: each admitted request also reserves its worst case (prompt +
+    max_tokens) in the shared ledger, a chunk at a time, and `finish` settles it with the
+    real usage. When the run's commitment is at the limit but reservations are still in
+    flight, `admit` returns None with `waiting` set (not `stopped`): try again after
+    `admit_when_room`'s short pause, when they may have settled below the limit.
     """
 
     def __init__(
@@ -109,6 +127,8 @@ class Budget:
         max_total_tokens: int | None,
         price_in_per_mtok: float,
         price_out_per_mtok: float,
+        ledger: SpendLedger | None = None,
+        chunk: int = 32,
     ):
         self.max_cost_usd = max_cost_usd
         self.max_total_tokens = max_total_tokens
@@ -120,7 +140,16 @@ class Budget:
         self.possibly_billed_in = 0  # prompt tokens of requests that failed after they may have been billed
         self._inflight_tokens_in = 0
         self._inflight_tokens_out = 0.0
+        self._inflight_requests = 0
         self.stopped = False
+        # The run's ledger (None: this process's budget is the run's). Reservations are
+        # taken `chunk` worst cases at a time; `_free` is what this process holds unused.
+        self.ledger = ledger if self.limited else None
+        self.chunk = chunk
+        self.waiting = False
+        self._free = [0.0, 0.0]
+        self._usage = Usage()
+        self._retry_ledger_at = 0.0
 
     @property
     def limited(self) -> bool:
@@ -135,6 +164,12 @@ class Budget:
 
     def exhausted(self) -> bool:
         """Spend so far (possibly billed included, estimates of in-flight requests not) reached the budget."""
+        if self.ledger is not None:
+            self.sync()
+            used_tok, used_usd = self.ledger.spent()  # every process of the run
+            return (self.max_total_tokens is not None and used_tok >= self.max_total_tokens) or (
+                self.max_cost_usd is not None and used_usd >= self.max_cost_usd
+            )
         used_in = self.tokens_in + self.possibly_billed_in
         return (self.max_total_tokens is not None and used_in + self.tokens_out >= self.max_total_tokens) or (
             self.max_cost_usd is not None and self.cost(used_in, self.tokens_out) >= self.max_cost_usd
@@ -151,7 +186,7 @@ class Budget:
         if self.stopped:
             return None
         out = float(max_tokens) if worst_case else self._expected_out(max_tokens)
-        if self.limited:
+        if self.limited and self.ledger is None:  # with a ledger, its worst-case reservations decide
             total_in = self.tokens_in + self.possibly_billed_in + self._inflight_tokens_in
             total_out = self.tokens_out + self._inflight_tokens_out
             over_tokens = self.max_total_tokens is not None and total_in + total_out >= self.max_total_tokens
@@ -159,25 +194,111 @@ class Budget:
             if over_tokens or over_cost:
                 self.stopped = True
                 return None
+        if self.ledger is not None:
+            worst = (float(prompt_tokens + max_tokens), self.cost(prompt_tokens, max_tokens))
+            if not self._reserve(worst):
+                return None
+            out = Admission(out)
+            out.reserved = worst
         self._inflight_tokens_in += prompt_tokens
         self._inflight_tokens_out += out
+        self._inflight_requests += 1
         return out
+
+    async def admit_when_room(self, prompt_tokens: int, max_tokens: int, pause_s: float = 0.05) -> float | None:
+        """`admit`, waiting while the run's ledger is full of reservations that may still settle."""
+        while True:
+            admitted = self.admit(prompt_tokens, max_tokens)
+            if admitted is not None or not self.waiting:
+                return admitted
+            await asyncio.sleep(pause_s)
+
+    def _covers(self, worst: tuple[float, float]) -> bool:
+        limits = (self.max_total_tokens, self.max_cost_usd)
+        return all(limit is None or free >= need - 1e-12 for limit, free, need in zip(limits, self._free, worst))
+
+    def _reserve(self, worst: tuple[float, float]) -> bool:
+        """Take a request's worst case from this process's chunk, reserving a new chunk when it is short."""
+        self.waiting = False
+        if not self._covers(worst):
+            now = time.monotonic()
+            if now < self._retry_ledger_at:
+                self.waiting = True  # a request just found the ledger full: one ledger call per pause
+                return False
+            usage = self._take_usage()
+            usage.released, self._free = (self._free[0], self._free[1]), [0.0, 0.0]  # too little to use: back to the run
+            grant = self.ledger.reserve(worst, self.chunk, usage)
+            if grant.amount is None:
+                if grant.wait:
+                    self.waiting = True
+                    self._retry_ledger_at = now + 0.05
+                else:
+                    self.stopped = True
+                return False
+            self._free = [self._free[0] + grant.amount[0], self._free[1] + grant.amount[1]]
+        self._free = [self._free[0] - worst[0], self._free[1] - worst[1]]
+        return True
 
     def finish(self, prompt_tokens: int, expected_out: float, used: tuple[int, int] | None) -> None:
         """An admitted request is done: drop its estimate, charge what it used (None: nothing billed)."""
         self._inflight_tokens_in -= prompt_tokens
         self._inflight_tokens_out -= expected_out
+        self._inflight_requests -= 1
         if used is not None:
-            self.charge(*used)
+            self._charge_here(*used)
+        if self.ledger is not None and isinstance(expected_out, Admission):
+            worst = expected_out.reserved
+            real = (float(sum(used)), self.cost(*used)) if used is not None else (0.0, 0.0)
+            covered = (min(real[0], worst[0]), min(real[1], worst[1]))
+            u = self._usage
+            u.from_reserved = (u.from_reserved[0] + covered[0], u.from_reserved[1] + covered[1])
+            u.extra_spent = (u.extra_spent[0] + real[0] - covered[0], u.extra_spent[1] + real[1] - covered[1])
+            # What the request did not use stays this process's, for its next requests.
+            self._free = [self._free[0] + worst[0] - covered[0], self._free[1] + worst[1] - covered[1]]
 
     def charge_possibly_billed(self, prompt_tokens: int) -> None:
         """A sent request failed in a way a provider may still bill (timeout, reset, cut-off body)."""
         self.possibly_billed_in += prompt_tokens
+        if self.ledger is not None:
+            b = self._usage.extra_billed
+            self._usage.extra_billed = (b[0] + prompt_tokens, b[1] + self.cost(prompt_tokens, 0))
 
     def charge(self, used_in: int, used_out: int) -> None:
+        """Spend nothing reserved: a reply the dataset already holds (paid for earlier)."""
+        self._charge_here(used_in, used_out)
+        if self.ledger is not None:
+            x = self._usage.extra_spent
+            self._usage.extra_spent = (x[0] + used_in + used_out, x[1] + self.cost(used_in, used_out))
+
+    def _charge_here(self, used_in: int, used_out: int) -> None:
         self.tokens_in += used_in
         self.tokens_out += used_out
         self.replies += 1
+
+    def _take_usage(self) -> Usage:
+        usage, self._usage = self._usage, Usage()
+        return usage
+
+    def sync(self) -> None:
+        """Write this process's usage to the run's ledger (the heartbeat). While nothing is in
+        flight, unused reservations go back, so a process between shards starves nobody."""
+        if self.ledger is None:
+            return
+        usage = self._take_usage()
+        if self._inflight_requests == 0 and any(self._free):
+            usage.released = (self._free[0], self._free[1])
+            self._free = [0.0, 0.0]
+        self.ledger.settle(usage)
+
+    def close(self) -> None:
+        """Settle with the run's ledger and leave it (the session is closing)."""
+        if self.ledger is None:
+            return
+        usage = self._take_usage()
+        usage.released = (self._free[0], self._free[1])
+        self._free = [0.0, 0.0]
+        self.ledger.close(usage)
+        self.ledger = None
 
 
 class BatchedPermits:

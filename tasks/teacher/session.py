@@ -37,6 +37,7 @@ from tasks.core.stats import StageStats
 from tasks.teacher.cache import CachedReply, RequestCache, endpoint_scope
 from tasks.teacher.config import TeacherConfig
 from tasks.teacher.credentials import aresolve_api_key, auth_error
+from tasks.teacher.ledger import SharedTokenWindow, SpendLedger
 from tasks.teacher.limits import BatchedPermits, Budget, InFlightSlots, SlidingWindowLimiter
 from tasks.teacher.prompts import SYSTEM_PROMPT, build_messages, response_format
 from tasks.teacher.retry import Verdict, backoff_delay, classify_reply
@@ -108,6 +109,8 @@ class TeacherSession:
     progress: also called with every finished reply, for callers that want the reply.
     permits: a `BatchedPermits` taken before every request attempt, for a limit shared
       between processes (a Prefect global rate limit, fetched a batch at a time).
+    ledger_path: the run's spend ledger (tasks/teacher/ledger.py), shared by every process
+      of one run: the budget is then the run's, not this session's.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class TeacherSession:
         *,
         progress: Callable[[TeacherReply], None] | None = None,
         permits: BatchedPermits | None = None,
+        ledger_path: str | Path | None = None,
     ):
         self.cfg = cfg
         self.cache_path = Path(cache_path) if cache_path is not None else None
@@ -130,6 +134,9 @@ class TeacherSession:
         self.limiter = SlidingWindowLimiter(cfg.rpm, cfg.tpm, cfg.rate_window_s)
         cfg.check_priced()  # a cost budget with no price would never fire: refuse before any request
         self.budget = Budget(cfg.max_cost_usd, cfg.max_total_tokens, *cfg.prices())
+        self.ledger_path = Path(ledger_path) if ledger_path is not None else None
+        self._heartbeat: asyncio.Task | None = None
+        self.tpm_window: SharedTokenWindow | None = None
         prices = cfg.price_sources()
         self._price_source = {"in": prices["source_in"], "out": prices["source_out"]}
         self.cache: RequestCache | None = None
@@ -155,13 +162,31 @@ class TeacherSession:
         )
         await self._transport.start()
         self._slots = InFlightSlots(self.cfg.concurrency)
+        if self.ledger_path is not None and self.budget.limited:
+            self.budget.ledger = SpendLedger(self.ledger_path, self.cfg.max_total_tokens, self.cfg.max_cost_usd)
+            self._heartbeat = asyncio.ensure_future(self._beat())
+        if self.ledger_path is not None and self.cfg.tpm is not None:
+            # The provider's TPM is per account: one window for every process of the run.
+            self.tpm_window = SharedTokenWindow(self.ledger_path, self.cfg.tpm, self.cfg.rate_window_s)
         if self.cache_path is not None:
             # Replies are the endpoint's own unless the user names a scope shared by replicas.
             self.cache = RequestCache(self.cache_path, scope=self.cfg.cache_scope or endpoint_scope(self.cfg.base_url))
         self._started = time.perf_counter()
         return self
 
+    async def _beat(self, every_s: float = 2.0) -> None:
+        # Keeps this process's lease in the run's ledger and hands back what it holds unused.
+        while True:
+            await asyncio.sleep(every_s)
+            self.budget.sync()
+
     async def __aexit__(self, *exc) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        self.budget.close()
+        if self.tpm_window is not None:
+            self.tpm_window.close()
         if self.cache is not None:
             await self.cache.aclose()
         if self._transport is not None:
@@ -250,10 +275,12 @@ class TeacherSession:
                     if expected_out is None:
                         # Admitted when it is about to leave, not when queued: the budget
                         # sees what is really in flight.
-                        expected_out = self.budget.admit(req.prompt_tokens, req.max_tokens)
+                        expected_out = await self.budget.admit_when_room(req.prompt_tokens, req.max_tokens)
                         if expected_out is None:
                             return self._failed(req, "budget_exhausted", 0)
                     await self.limiter.acquire(req.prompt_tokens + req.max_tokens)
+                    if self.tpm_window is not None:
+                        await self.tpm_window.take(req.prompt_tokens + req.max_tokens)
                     if self.permits is not None:
                         await self.permits.take()
                     if self._fatal is not None:
