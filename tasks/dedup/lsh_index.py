@@ -2,7 +2,8 @@
 
 Two indexes with the same banding (datasketch's optimal (bands, rows) for the threshold):
 
-- `band_candidate_pairs`: in memory, vectorised. Each band of each signature becomes one
+- `band_candidate_pairs`: in memory, vectorised (the complete list; near-dedup itself
+  clusters without listing pairs, see tasks/dedup/lsh_clusters.py). Each band of each signature becomes one
   64-bit key; sorting the keys puts documents that share a bucket next to each other.
   Memory is 8 bytes per document and band, against hundreds of bytes per bucket entry in
   a dict-of-sets index, which is what keeps a million documents under 2 GB.
@@ -58,6 +59,10 @@ def band_keys(sigs: np.ndarray, band: int, rows: int, index: np.ndarray | None =
 def band_candidate_pairs(sigs: np.ndarray, bands: int, rows: int, active: np.ndarray | None = None) -> np.ndarray:
     """Unique (i, j), i < j, of rows of `sigs` that share a bucket in some band: every such pair,
     up to identical signatures.
+
+    Quadratic in a bucket's size: near-dedup does not list pairs any more
+    (tasks/dedup/lsh_clusters.py judges them as it meets them); this complete list is the
+    reference its clusters are tested against, for inputs small enough to list.
 
     `active` (bool per row) leaves rows out of the index (documents with no tokens).
     A row whose signature equals an earlier row's (templated rows) is paired with that row

@@ -32,7 +32,8 @@ from pydantic import BaseModel, Field, field_validator
 from tasks.core.errors import UserError
 from tasks.core.config import FingerprintedConfig, operational
 from tasks.core.schema import AUDIT_SCHEMA, CLUSTER_ID, CLUSTER_SIZE
-from tasks.dedup.lsh_index import RedisLSH, band_candidate_pairs, lsh_params
+from tasks.dedup.lsh_clusters import PairJudge, lsh_duplicate_forest
+from tasks.dedup.lsh_index import RedisLSH, lsh_params
 from tasks.dedup.minhash import estimated_jaccard, signature_chunks
 from tasks.dedup.shingles import SHINGLE_VERSION, shingle_set_chunks
 from tasks.dedup.workers import worker_pool
@@ -123,10 +124,15 @@ _PARALLEL_EXACT_ROWS = 20_000
 
 
 def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig) -> np.ndarray:
-    """Jaccard of the shingle sets of each pair; only rows in some pair are re-read, their
-    sets taken from the SHINGLES column where rows were shingled ahead, else shingled now
-    (in worker processes when there are many)."""
+    """Jaccard of the shingle sets of each pair (row numbers of the source)."""
     wanted = np.unique(pairs)
+    return ShingleRows(wanted, _shingle_sets(wanted, source, cfg)).jaccard(pairs)
+
+
+def _shingle_sets(wanted: np.ndarray, source: RowSource, cfg: NearDedupConfig) -> list[np.ndarray]:
+    """The shingle set of each wanted row (sorted row numbers): only those rows are re-read,
+    their sets taken from the SHINGLES column where rows were shingled ahead, else shingled
+    now (in worker processes when there are many)."""
     order: list[np.ndarray] = []  # wanted rows of each chunk sent for shingling, in order
     sets: dict[int, np.ndarray] = {}
 
@@ -150,8 +156,7 @@ def _exact_jaccard(pairs: np.ndarray, source: RowSource, cfg: NearDedupConfig) -
         shingle_set_chunks(texts_of_wanted(), cfg.ngram, cfg.canonicalize_identifiers, workers)
     ):
         sets.update(zip(order[k].tolist(), chunk_sets))
-    ordered = [sets.pop(i) for i in wanted.tolist()]  # the dict lets go of each set as it is listed
-    return _set_jaccard(pairs, wanted, ordered)
+    return [sets.pop(i) for i in wanted.tolist()]  # the dict lets go of each set as it is listed
 
 
 # Shingle sets computed ahead (in a worker process, as each generation shard lands) travel
@@ -177,33 +182,59 @@ def _list_arrays(column) -> list[np.ndarray]:
     return [values[bounds[i] : bounds[i + 1]] for i in range(len(flat))]
 
 
-def _set_jaccard(pairs: np.ndarray, rows: np.ndarray, sets: list[np.ndarray], batch: int = 1 << 16) -> np.ndarray:
-    """Jaccard of sets[rows == i] and sets[rows == j] for each pair (i, j) of row numbers
-    (`rows` sorted, each set of unique values). The sets become the rows of one sparse 0/1
-    matrix, so each intersection is a row-wise product done in C: per pair in Python
-    (np.intersect1d) it cost ~100 us, which templated data with dense duplicate clusters
-    turns into seconds."""
-    from scipy.sparse import csr_matrix
+class ShingleRows:
+    """The shingle sets of some rows (`rows` sorted, each set of unique values) as the rows
+    of one sparse 0/1 matrix, so each intersection is a row-wise product done in C: per
+    pair in Python (np.intersect1d) it cost ~100 us, which templated data with dense
+    duplicate clusters turns into seconds."""
 
-    sizes = np.array([len(x) for x in sets], dtype=np.int64)
-    indptr = np.concatenate([[0], np.cumsum(sizes)])
-    values = np.concatenate(sets) if len(sets) else np.zeros(0, np.uint64)
-    # Column numbers by hashing (Arrow's dictionary encoding, int32), not by sorting: no
-    # sorted copy of every shingle and no int64 inverse next to them at the peak.
-    encoded = pc.dictionary_encode(pa.array(values))
-    del values
-    columns = encoded.indices.to_numpy(zero_copy_only=False)
-    shape = (len(sets), len(encoded.dictionary))
-    del encoded
-    matrix = csr_matrix((np.ones(len(columns), np.int8), columns, indptr), shape=shape)
-    left, right = np.searchsorted(rows, pairs[:, 0]), np.searchsorted(rows, pairs[:, 1])
-    out = np.empty(len(pairs))
-    for lo in range(0, len(pairs), batch):
-        a, b = left[lo : lo + batch], right[lo : lo + batch]
-        inter = np.asarray(matrix[a].multiply(matrix[b]).sum(axis=1)).ravel()
-        union = sizes[a] + sizes[b] - inter
-        out[lo : lo + batch] = np.divide(inter, union, out=np.zeros(len(a)), where=union > 0)
-    return out
+    def __init__(self, rows: np.ndarray, sets: list[np.ndarray]):
+        from scipy.sparse import csr_matrix
+
+        self.rows = rows
+        self.sizes = np.array([len(x) for x in sets], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(self.sizes)])
+        values = np.concatenate(sets) if len(sets) else np.zeros(0, np.uint64)
+        # Column numbers by hashing (Arrow's dictionary encoding, int32), not by sorting: no
+        # sorted copy of every shingle and no int64 inverse next to them at the peak.
+        encoded = pc.dictionary_encode(pa.array(values))
+        del values
+        columns = encoded.indices.to_numpy(zero_copy_only=False, writable=True)  # sorted in place below
+        shape = (len(sets), len(encoded.dictionary))
+        del encoded
+        self.matrix = csr_matrix((np.ones(len(columns), np.int8), columns, indptr), shape=shape)
+        self.matrix.sort_indices()  # each row's columns ascending: one row is searched by many
+
+    def jaccard(self, pairs: np.ndarray, batch: int = 1 << 16) -> np.ndarray:
+        left, right = np.searchsorted(self.rows, pairs[:, 0]), np.searchsorted(self.rows, pairs[:, 1])
+        if len(pairs) and (right == right[0]).all():
+            return self._one_against_many(right[0], left)
+        out = np.empty(len(pairs))
+        for lo in range(0, len(pairs), batch):
+            a, b = left[lo : lo + batch], right[lo : lo + batch]
+            inter = np.asarray(self.matrix[a].multiply(self.matrix[b]).sum(axis=1)).ravel()
+            union = self.sizes[a] + self.sizes[b] - inter
+            out[lo : lo + batch] = np.divide(inter, union, out=np.zeros(len(a)), where=union > 0)
+        return out
+
+    def _one_against_many(self, one: int, many: np.ndarray) -> np.ndarray:
+        """Jaccard of row `one` with each of `many`: a binary search of the one row's
+        sorted columns for all the others' (a near-duplicate check compares one new member
+        of a big LSH bucket with a chunk of earlier ones; scipy's per-call overhead, ~1 ms,
+        was most of that time)."""
+        indptr, indices = self.matrix.indptr, self.matrix.indices
+        own = indices[indptr[one] : indptr[one + 1]]
+        sizes = self.sizes[many]
+        total = int(sizes.sum())
+        inter = np.zeros(len(many), np.int64)
+        if total and len(own):
+            starts = np.repeat(indptr[many] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+            cols = indices[starts + np.arange(total)]
+            found = own[np.minimum(np.searchsorted(own, cols), len(own) - 1)] == cols
+            row_of = np.repeat(np.arange(len(many)), sizes)
+            inter = np.bincount(row_of, weights=found, minlength=len(many)).astype(np.int64)
+        union = self.sizes[one] + sizes - inter
+        return np.divide(inter, union, out=np.zeros(len(many)), where=union > 0)
 
 
 def _pair_estimates(left: np.ndarray, right: np.ndarray, pairs: np.ndarray, batch: int = 1 << 16) -> np.ndarray:
@@ -473,13 +504,14 @@ def collect_signatures(source: RowSource, cfg: NearDedupConfig, lsh: tuple[int, 
 class CandidateEdges:
     """Duplicate edges between nodes: published rows (0..n_pub-1), then the source's rows."""
 
-    edges: np.ndarray  # (k, 2) int64 node pairs at or above the threshold
+    edges: np.ndarray  # (k, 2) int64 node pairs that span the clusters of duplicate pairs
     n_pub: int
     pub_ids: list[str]
-    candidates: int
+    candidates: int  # pairs judged (pairs already in one cluster are not)
     exact_checked: int
-    lsh_seconds: float
+    lsh_seconds: float  # candidates and their checks, together
     verify_seconds: float
+    largest_bucket: int = 0
 
 
 def candidate_edges(signatures: Signatures, source: RowSource, cfg: NearDedupConfig) -> CandidateEdges:
@@ -496,25 +528,31 @@ def candidate_edges(signatures: Signatures, source: RowSource, cfg: NearDedupCon
     all_sigs = sigs if n_pub == 0 else np.concatenate([pub_sigs, sigs])
     active = np.concatenate([np.ones(n_pub, bool), ~signatures.empty])
 
+    # Candidates are judged by the MinHash estimate; with verify_jaccard, pairs whose estimate
+    # is too close to the threshold to trust (within 4 standard deviations of a
+    # 128-permutation estimate: +-0.18) get the exact Jaccard of their shingle sets when both
+    # texts are here. Pairs are judged as LSH meets them and never listed in full: a pair
+    # already in one cluster is skipped (tasks/dedup/lsh_clusters.py), so a templated bucket
+    # of tens of thousands of rows costs memory in proportion to its rows, not its pairs.
     t0 = time.perf_counter()
-    pairs = band_candidate_pairs(all_sigs, bands, rows, active)
-    pairs = pairs[pairs[:, 1] >= n_pub]  # published-published pairs were settled when published
-    lsh_seconds = time.perf_counter() - t0
+    shingles: list[ShingleRows] = []
 
-    # Check candidates by the MinHash estimate; with verify_jaccard, pairs whose estimate is
-    # too close to the threshold to trust (within 4 standard deviations of a 128-permutation
-    # estimate: +-0.18) get the exact Jaccard of their shingle sets when both texts are here.
-    t0 = time.perf_counter()
-    similarity = _pair_estimates(all_sigs, all_sigs, pairs)
-    exact_checked = 0
-    if cfg.verify_jaccard and len(pairs):
-        margin = 4 * np.sqrt(0.25 / cfg.num_perm)
-        unsure = (pairs[:, 0] >= n_pub) & (np.abs(similarity - cfg.threshold) <= margin)
-        if unsure.any():
-            similarity[unsure] = _exact_jaccard(pairs[unsure] - n_pub, source, cfg)
-            exact_checked = int(unsure.sum())
-    edges = pairs[similarity >= cfg.threshold]
-    return CandidateEdges(edges, n_pub, pub_ids, len(pairs), exact_checked, lsh_seconds, time.perf_counter() - t0)
+    def prepare_exact(nodes: np.ndarray) -> None:
+        rows = nodes - n_pub
+        shingles.append(ShingleRows(rows, _shingle_sets(rows, source, cfg)))
+
+    judge = PairJudge(
+        all_sigs,
+        cfg.threshold,
+        margin=4 * np.sqrt(0.25 / cfg.num_perm) if cfg.verify_jaccard else None,
+        first_exact=n_pub,
+        exact=lambda pairs: shingles[0].jaccard(pairs - n_pub),
+    )
+    forest = lsh_duplicate_forest(all_sigs, bands, rows, judge, active, prepare_exact)
+    seconds = time.perf_counter() - t0
+    return CandidateEdges(
+        forest.edges, n_pub, pub_ids, forest.judged, forest.exact_checked, seconds, 0.0, forest.largest_bucket
+    )
 
 
 # --- phase 3: clusters and the decision per row --------------------------------------------
@@ -568,7 +606,8 @@ def decide_clusters(signatures: Signatures, found: CandidateEdges, cfg: NearDedu
         "largest_cluster": int(sizes.max()) if len(sizes) else 0,
         "candidate_pairs": int(found.candidates + redis_candidates),
         "exact_jaccard_checks": found.exact_checked,
-        "duplicate_edges": int(len(edges)),
+        "duplicate_edges": int(len(edges)),  # edges spanning the clusters, not every duplicate pair
+        "largest_bucket": found.largest_bucket,
         "empty_documents": int(empty.sum()),
         "published_signatures": n_pub + len(redis_ids),
         "signature_seconds": round(signatures.seconds, 3),
