@@ -27,9 +27,9 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from ossforge.commands import decontaminate, dedup, evaluate, refresh, teacher, train
+    from ossforge.commands import decontaminate, dedup, evaluate, refresh, teacher, train, validate
 
-    for module in (refresh, teacher, dedup, decontaminate, train, evaluate):
+    for module in (refresh, teacher, validate, dedup, decontaminate, train, evaluate):
         module.register(app)
 
 
