@@ -18,7 +18,6 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE
 
 from tasks.core import progress
@@ -27,6 +26,7 @@ from tasks.core.parquet_io import file_sha256
 from tasks.generation.shard import generate_shard
 from tasks.generation.shard_job import GlobalRateLimit, ShardJob, summary_path
 from tasks.generation.prep_worker import prepare_shard, validation_audit_path
+from tasks.generation.stage_progress import ShardProgress
 from tasks.generation.shard_prep import PrepSettings, prep_pool, prepared_path
 from tasks.teacher.limits import prefect_rate_limit_permits
 from tasks.teacher.session import TeacherConfig, TeacherSession
@@ -36,8 +36,6 @@ GENERATION_CACHE_VERSION = "1"
 
 # The session (client, limiter, reply cache) is not an input: the seeds and the config are.
 SHARD_CACHE_POLICY = INPUTS - "session"
-
-PROGRESS_KEY = "refresh-progress"  # stable, so the UI shows one evolving history
 
 
 @task(
@@ -138,23 +136,23 @@ async def generate_all(
     expected_replies: int | None = None,
     prep_workers: int | None = None,
     ledger_path: Path | None = None,
+    seeds_per_shard: int | None = None,
 ) -> AsyncIterator[dict]:
     """Every seed shard put on `shards` (until END_OF_SEEDS) through the teacher, `parallel`
     shards in flight, each landed shard cleaned per row in a worker process while the
     teacher answers the next ones. Yields the shard summaries in seed order, each as soon
     as it and every shard before it are cleaned."""
-    progress_id = await acreate_progress_artifact(0.0, key=PROGRESS_KEY, description="Generation shards finished")
-    done = 0
+    expected = -(-expected_replies // seeds_per_shard) if expected_replies and seeds_per_shard else None
+    answered = await ShardProgress("generation", expected).start()
+    cleaned = await ShardProgress("cleaning", expected).start()
     announced = 0
     gate = asyncio.Semaphore(parallel)  # back-pressure: seeds wait on disk, not in memory
     if rate_limit is not None:
         await ensure_rate_limit(rate_limit)
 
     async def finished() -> None:
-        nonlocal done
-        done += 1
-        progress.report("shards", 1, total=max(announced, done))
-        await aupdate_progress_artifact(progress_id, 100.0 * done / max(1, announced))
+        progress.report("shards", 1, total=max(announced, answered.done + 1))
+        await answered.advance()
 
     async with contextlib.AsyncExitStack() as stack:
         pool = _CleaningPool(settings, prep_workers, stack)
@@ -189,7 +187,9 @@ async def generate_all(
                 pool.start_soon()
                 summary = await generate(path)
             await finished()
-            return await clean_shard_task(summary, work_dir, pool.start())
+            summary = await clean_shard_task(summary, work_dir, pool.start())
+            await cleaned.advance()
+            return summary
 
         # Shards start as their seed files arrive; their summaries leave in seed order.
         running: asyncio.Queue = asyncio.Queue()
@@ -200,6 +200,8 @@ async def generate_all(
             try:
                 while (path := await shards.get()) is not None:
                     announced += 1
+                    for stage in (answered, cleaned):
+                        stage.expect_at_least(announced)
                     started.append(asyncio.ensure_future(one(path)))
                     running.put_nowait(started[-1])
             finally:

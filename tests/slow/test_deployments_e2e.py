@@ -166,13 +166,15 @@ def test_scheduled_refresh_deployment_publishes_a_version_with_artifacts_shown_i
     assert record["rows"] == manifest["rows"] > 0 and manifest["accounting"]["balanced"]
     assert server.counters.requests == record["new_seeds"] == manifest["stages"]["seeds"]["out"]
 
-    keys = ["refresh-progress", "refresh-shards", "refresh-summary", "refresh-report", "refresh-versions"]
+    progress_keys = ["refresh-progress", "refresh-cleaning-progress", "refresh-dedup-progress"]  # one per streaming stage
+    keys = [*progress_keys, "refresh-shards", "refresh-summary", "refresh-report", "refresh-versions"]
     arts = run(read_artifacts(keys, started))
     by_key = {a.key: a for a in arts}
     assert set(by_key) == set(keys)
     report = by_key["refresh-report"]
     assert report.data.count("data:image/png;base64,") == 3 and "## Samples" in report.data
-    assert by_key["refresh-shards"].type == "table" and by_key["refresh-progress"].data == 100.0
+    assert by_key["refresh-shards"].type == "table"
+    assert all(by_key[key].type == "progress" and by_key[key].data == 100.0 for key in progress_keys)
 
     check_ui(prefect_server.removesuffix("/api"), report)
 
