@@ -5,6 +5,7 @@ of total) that the UI shows while the flow sits in Running for hours."""
 from __future__ import annotations
 
 import logging
+import sys
 
 from tasks.core import progress as progress_channel
 
@@ -14,6 +15,8 @@ _declared = 0  # requests of every batch watched in this process: the terminal b
 
 
 def _in_prefect_run() -> bool:
+    if "prefect" not in sys.modules:  # a process that never imported Prefect runs no flow (and need not pay ~1 s to)
+        return False
     try:
         from prefect.context import FlowRunContext, TaskRunContext
 
