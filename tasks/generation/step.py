@@ -24,6 +24,7 @@ from tasks.core import progress
 from tasks.core.errors import UserError
 from tasks.core.parquet_io import file_sha256
 from tasks.generation.shard import generate_shard
+from tasks.generation.failed_rows import recovered, retryable_failure_ids
 from tasks.generation.shard_job import GlobalRateLimit, ShardJob, summary_path
 from tasks.generation.prep_worker import prepare_shard, validation_audit_path
 from tasks.generation.stage_progress import ShardProgress
@@ -52,13 +53,17 @@ async def generate_shard_task(
     resumed request by request from the teacher session's reply cache."""
     logger = get_run_logger()
     name = Path(seeds_path).stem
+    failures_path = Path(work_dir) / "failures" / f"{name}.parquet"
+    retried = retryable_failure_ids(failures_path)  # a rerun: what failed for a passing reason last time
     summary = await generate_shard(
         Path(seeds_path),
         session,
         teacher_cfg,
         pairs_path=Path(work_dir) / "pairs" / f"{name}.parquet",
-        failures_path=Path(work_dir) / "failures" / f"{name}.parquet",
+        failures_path=failures_path,
     )
+    summary["teacher_failures_retried"] = len(retried)
+    summary["teacher_failures_recovered"] = recovered(retried, failures_path)
     t = summary["teacher"]
     logger.info(
         "%s: %d seeds -> %d pairs; teacher failures %s; parse failures %s",
@@ -79,10 +84,11 @@ def shard_is_staged(work_dir: Path, seeds_path: str) -> bool:
 
 def cached_shard_task(work_dir: Path, seeds_path: str):
     """The shard task with its result cache beside the data; a cached result is only good
-    while the files it describes are still there."""
-    return generate_shard_task.with_options(
-        refresh_cache=not shard_is_staged(work_dir, seeds_path), cache_policy=shard_result_cache(work_dir)
-    )
+    while the files it describes are still there, and while none of its seeds failed at the
+    teacher for a passing reason (a rerun tries those again; the reply cache answers the rest)."""
+    name = Path(seeds_path).stem
+    rerun = not shard_is_staged(work_dir, seeds_path) or bool(retryable_failure_ids(work_dir / "failures" / f"{name}.parquet"))
+    return generate_shard_task.with_options(refresh_cache=rerun, cache_policy=shard_result_cache(work_dir))
 
 
 async def ensure_rate_limit(limit: GlobalRateLimit) -> None:

@@ -85,6 +85,12 @@ def refresh_manifest(
         "usage": usage(summaries, prices),
         "seconds": seconds,
         "prepared_cpu_seconds": prepared_cpu_seconds(summaries),
+        # seeds an earlier run left failed at the teacher for a passing reason (retries
+        # exhausted, budget spent), sent again by this run, and how many now have a reply
+        "teacher_failures_rerun": {
+            "retried": sum(s.get("teacher_failures_retried", 0) for s in summaries),
+            "recovered": sum(s.get("teacher_failures_recovered", 0) for s in summaries),
+        },
     }
 
 
