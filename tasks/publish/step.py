@@ -9,7 +9,6 @@ import pyarrow as pa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.core.parquet_io import write_text_atomic
 from tasks.core.schema import DATASET_SCHEMA
 from tasks.core.sources import read_files
 from tasks.dedup.near import with_singleton_clusters
@@ -28,8 +27,9 @@ def publish_task(
     tables = read_files(files)
     if not near_deduped:
         tables = (with_singleton_clusters(t) for t in tables)
-    manifest = publish_dataset(out_dir, tables, shard_size, manifest, audits, schema=DATASET_SCHEMA)
-    write_text_atomic(render_dataset_card(manifest), out_dir / "README.md")
+    # The card is part of the generation swapped in: it always describes the rows beside it.
+    manifest = publish_dataset(out_dir, tables, shard_size, manifest, audits, schema=DATASET_SCHEMA,
+                               card=render_dataset_card)
     get_run_logger().info("published %d rows in %d files to %s", manifest["rows"], len(manifest["files"]), out_dir)
     return manifest
 
