@@ -19,7 +19,9 @@ from tasks.core.config import FingerprintedConfig, operational
 from tasks.decontamination.decontaminate import DecontaminationConfig
 from tasks.decontamination.step import decontaminate_task
 from tasks.dedup.near import NearDedupConfig
-from tasks.dedup.step import ShardDedup, exact_dedup_task, near_dedup_clusters_task, near_dedup_signatures_task
+from tasks.dedup.step import (
+    ShardDedup, exact_dedup_task, near_dedup_clusters_task, near_dedup_signatures_task, persist_published_signatures_task,
+)
 from tasks.generation.shard import merge_summaries
 from tasks.generation.shard_job import GlobalRateLimit
 from tasks.generation.shard_prep import PrepSettings
@@ -165,7 +167,8 @@ async def refresh_flow(config: RefreshConfig) -> dict:
 
     if any_pairs and config.near_dedup is not None:
         signatures = near_dedup_signatures_task(rows, config.near_dedup, ahead.get("near_dedup_lsh"))
-        rows = near_dedup_clusters_task(rows, signatures, config.near_dedup, work / "near_deduped")
+        # The index learns only published rows: decontamination may still drop some of these.
+        rows = near_dedup_clusters_task(rows, signatures, config.near_dedup, work / "near_deduped", persist=False)
         stages["near_dedup"], audits["near_dedup"] = rows.stats.as_dict(), rows.audit
     if any_pairs and config.decontamination is not None:
         rows = decontaminate_task(rows, config.decontamination, work / "clean", ahead.get("decontamination_index"))
@@ -178,6 +181,8 @@ async def refresh_flow(config: RefreshConfig) -> dict:
     )
     manifest = publish_task(out, rows.files if rows.rows else [], config.shard_size, manifest, audits,
                             near_deduped=config.near_dedup is not None)
+    if any_pairs and config.near_dedup is not None and config.near_dedup.index_dir:
+        persist_published_signatures_task(signatures, [str(out / f["path"]) for f in manifest["files"]], config.near_dedup)
     await create_refresh_artifacts(report_task(manifest, summaries, out, config.report))
     if not manifest["accounting"]["balanced"]:
         raise RuntimeError(f"seed accounting does not balance: {manifest['accounting']}")
