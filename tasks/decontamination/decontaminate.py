@@ -119,10 +119,20 @@ class BenchmarkIndex:
     benchmarks: BenchmarkSet
     matchers: dict  # name -> matcher, in cfg.matchers order
 
-    def match(self, problems: list[str], solutions: list[str]) -> dict[str, list[Hit | None]]:
+    def match(self, problems: list[str], solutions: list[str]) -> dict[str, list]:
+        """Per matcher name, its hit (or None) per row; under NEAR + name, per row, its
+        closest unflagged candidate per benchmark (for the report's nearest kept rows)."""
         # ngram and minhash both read the problem as words: split it once.
         shared = [words(p) for p in problems] if {"ngram", "minhash"} <= set(self.matchers) else None
-        return {name: m.match(problems, solutions, problem_words=shared) for name, m in self.matchers.items()}
+        out: dict[str, list] = {}
+        for name, m in self.matchers.items():
+            near: list[dict[str, Hit]] = [{} for _ in problems]
+            out[name] = m.match(problems, solutions, problem_words=shared, near=near)
+            out[NEAR + name] = near
+        return out
+
+
+NEAR = "near:"  # key prefix of the near misses in BenchmarkIndex.match's answer
 
 
 def build_index(cfg: DecontaminationConfig) -> BenchmarkIndex:
@@ -217,6 +227,7 @@ class ContaminationFilter:
         self._rows_seen = 0
         self.flagged_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows it flagged
         self.removed_by: dict[str, Counter] = defaultdict(Counter)  # benchmark -> matcher -> rows it removed
+        self.nearest_kept: dict[str, dict[str, dict]] = defaultdict(dict)  # benchmark -> matcher -> closest kept row
 
     def _found(self, table: pa.Table) -> list[str | None]:
         return table.column(CONTAMINATION).to_pylist()
@@ -228,10 +239,15 @@ class ContaminationFilter:
                else [str(self._rows_seen + i) for i in range(table.num_rows)])
         self._rows_seen += table.num_rows
         audit = []
+        removed = [False] * len(found)
         for row, record in enumerate(found):
             if record is None:
                 continue
             hit = json.loads(record)
+            if "benchmark" not in hit:  # kept: only its near misses
+                self._note_nearest(ids[row], hit["near"])
+                continue
+            removed[row] = True
             for benchmark, matcher in hit["flagged"]:
                 self.flagged_by[benchmark][matcher] += 1
             self.removed_by[hit["benchmark"]][hit["matcher"]] += 1
@@ -241,17 +257,26 @@ class ContaminationFilter:
                 "problem": _texts(table.slice(row, 1), "problem")[0],
                 "solution": _texts(table.slice(row, 1), "solution")[0],
             })
-        keep = pa.array([record is None for record in found], type=pa.bool_())
+        keep = pa.array([not r for r in removed], type=pa.bool_())
         kept = table.filter(keep) if table.num_rows else table
         return StepOutput(kept, pa.Table.from_pylist(audit, schema=AUDIT_SCHEMA))
 
+    def _note_nearest(self, row_id: str, near: list) -> None:
+        for benchmark, matcher, item_id, score, detail in near:
+            best = self.nearest_kept[benchmark].get(matcher)
+            if best is None or score > best["score"]:
+                self.nearest_kept[benchmark][matcher] = {"id": row_id, "benchmark_item": item_id, "score": score,
+                                                         "detail": detail}
+
     def figures(self, index_figures: dict) -> dict:
         """What was checked (`index_figures`, from the index that matched) and what each
-        matcher caught (the stage's `extra`)."""
+        matcher caught (the stage's `extra`), with the kept row each matcher came closest to
+        removing, per benchmark (`nearest_kept`)."""
         matchers = index_figures["matchers"]
         return {
             "matchers": matchers,
             "removed": {b: dict(c) for b, c in sorted(self.removed_by.items())},
+            "nearest_kept": {b: dict(sorted(m.items())) for b, m in sorted(self.nearest_kept.items())},
             "flagged": {b: dict(c) for b, c in sorted(self.flagged_by.items())},
             "flagged_per_matcher": {m: sum(c[m] for c in self.flagged_by.values()) for m in matchers},
             **{k: v for k, v in index_figures.items() if k != "matchers"},
@@ -303,11 +328,12 @@ class Decontaminator(ContaminationFilter):
             futures = [self._pool.submit(_match_in_worker, _ipc_bytes(table.slice(i, step)))
                        for i in range(0, n, step)]
             parts = [f.result() for f in futures]
-        return {name: [hit for part in parts for hit in part[name]] for name in self.index.matchers}
+        return {key: [hit for part in parts for hit in part[key]] for key in parts[0]} if parts else {}
 
     def contamination_column(self, table: pa.Table) -> pa.Array:
-        """Per row: null when no matcher flags it, else JSON naming the first hit (benchmark,
-        item, matcher, span) and every (benchmark, matcher) that flagged it. Row by row, so
+        """Per row: JSON naming the first hit (benchmark, item, matcher, span) and every
+        (benchmark, matcher) that flagged it; for a row no matcher flags, null, or JSON with
+        only "near": its closest call per benchmark and matcher (it is kept). Row by row, so
         it can be computed ahead (in a worker, as each generation shard lands) and applied later."""
         for column in ("problem", "solution"):
             if table.num_rows and column not in table.column_names:  # an empty table may have no columns
@@ -317,7 +343,9 @@ class Decontaminator(ContaminationFilter):
         for row in range(table.num_rows):
             row_hits = [(name, hits[name][row]) for name in self.index.matchers if hits[name][row] is not None]
             if not row_hits:
-                out.append(None)
+                near = [[benchmark, name, self.index.items[hit.item].item_id, round(hit.score, 4), hit.span]
+                        for name in self.index.matchers for benchmark, hit in hits[NEAR + name][row].items()]
+                out.append(json.dumps({"near": near}) if near else None)
                 continue
             first = row_hits[0][1]
             item = self.index.items[first.item]
@@ -378,6 +406,15 @@ def decontamination_report_markdown(stats: StageStats | dict) -> str:
         counts = " | ".join(str(removed.get(name, {}).get(m, 0)) for m in matchers)
         each = ", ".join(f"{m}: {n}" for m, n in flagged.get(name, {}).items()) or "-"
         lines.append(f"| {name} | {info['items']} | `{info['source']}` | {counts} | {each} |")
+    nearest = extra.get("nearest_kept", {})
+    if nearest:
+        lines += ["", "Kept rows that came closest to removal (per benchmark and matcher; score: the matcher's "
+                  "measure, flagged from its threshold up):", "",
+                  "| benchmark | matcher | row | nearest item | score | detail |", "| --- | --- | --- | --- | ---: | --- |"]
+        for name, per_matcher in nearest.items():
+            for matcher, near in per_matcher.items():
+                detail = str(near["detail"]).replace("|", "\\|")
+                lines.append(f"| {name} | {matcher} | `{near['id']}` | {near['benchmark_item']} | {near['score']} | {detail} |")
     missing = extra.get("missing_reasons", {})
     lines.append("")
     if missing:

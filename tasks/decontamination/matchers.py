@@ -124,6 +124,19 @@ class Hit:
     score: float
 
 
+# A matcher's closest call on a row it did not flag, per benchmark: rows -> {benchmark: Hit}.
+# The decontamination report names, per benchmark and matcher, the kept row that came
+# nearest (for audit: how far the nearest clean row was from being removed).
+NearMisses = list[dict[str, Hit]]
+
+
+def note_near(near: NearMisses | None, row: int, benchmark: str, hit: Hit) -> None:
+    if near is not None:
+        current = near[row].get(benchmark)
+        if current is None or hit.score > current.score:
+            near[row][benchmark] = hit
+
+
 # --- 1. substring -----------------------------------------------------------------------
 
 
@@ -148,7 +161,8 @@ class SubstringMatcher:
         if self.patterns:
             self.automaton.make_automaton()
 
-    def match(self, problems: list[str], solutions: list[str], problem_words=None) -> list[Hit | None]:
+    def match(self, problems: list[str], solutions: list[str], problem_words=None, near=None) -> list[Hit | None]:
+        """`near` is accepted for a uniform call and left alone: a string occurs or it does not."""
         if not self.patterns:
             return [None] * len(problems)
         out: list[Hit | None] = []
@@ -184,6 +198,7 @@ class NgramMatcher:
     def __init__(self, items: list[BenchmarkItem], whitelist: Whitelist, n: int, min_count: int,
                  min_ratio: float, max_items_per_ngram: int):
         self.n, self.min_count, self.min_ratio = n, min_count, min_ratio
+        self.benchmark_of = [item.benchmark for item in items]
         self.vocab: dict[str, int] = {}
         self.inverse = ["?"]
         per_text_ids: list[tuple[int, np.ndarray]] = []
@@ -230,8 +245,10 @@ class NgramMatcher:
         self.keys, self.key_items = key_col[order], item_col[order]
         self.item_ngrams = np.bincount(self.key_items, minlength=len(items))
 
-    def match(self, problems: list[str], solutions: list[str], problem_words=None) -> list[Hit | None]:
-        """`problem_words`, when given, is [words(p) for p in problems] (shared with minhash)."""
+    def match(self, problems: list[str], solutions: list[str], problem_words=None,
+              near: NearMisses | None = None) -> list[Hit | None]:
+        """`problem_words`, when given, is [words(p) for p in problems] (shared with minhash).
+        `near`, when given (one dict per row), gets each row's closest unflagged (item, share)."""
         out: list[Hit | None] = [None] * len(problems)
         if self.keys.shape[0] == 0 or not problems:
             return out
@@ -271,6 +288,10 @@ class NgramMatcher:
         pair_doc, pair_item = np.divmod(pair_keys, len(self.item_ngrams) + 1)
         ratio = shared / np.maximum(self.item_ngrams[pair_item], 1)
         hit = (shared >= self.min_count) | (ratio >= self.min_ratio)
+        if near is not None:
+            for d, it, r, c in zip(pair_doc[~hit], pair_item[~hit], ratio[~hit], shared[~hit]):
+                note_near(near, int(d), self.benchmark_of[it],
+                          Hit(NGRAM, int(it), f"{c} shared {n}-grams ({r:.0%} of item)", float(r)))
         for d, it, r, c in zip(pair_doc[hit], pair_item[hit], ratio[hit], shared[hit]):
             current = out[d]
             if current is None or r > current.score:
@@ -403,6 +424,7 @@ class MinhashMatcher:
         from datasketch import MinHashLSH
 
         self.threshold, self.num_perm, self.code_ngram, self.seed = threshold, num_perm, code_ngram, seed
+        self.benchmark_of = [item.benchmark for item in items]
         self.min_words, self.min_code_tokens, self.verify_exact = min_words, min_code_tokens, verify_exact
         self.candidate_threshold = max(threshold - self.ESTIMATE_SLACK, 0.05) if verify_exact else threshold
         # datasketch picks the bands x rows split; false negatives weigh more than candidates.
@@ -501,7 +523,11 @@ class MinhashMatcher:
     def _code_set(self, text: str) -> np.ndarray:
         return np.unique(shingle_hashes(text, self.code_ngram, canonicalize_identifiers=True, code_weight=1))
 
-    def match(self, problems: list[str], solutions: list[str], problem_words=None) -> list[Hit | None]:
+    def match(self, problems: list[str], solutions: list[str], problem_words=None,
+              near: NearMisses | None = None) -> list[Hit | None]:
+        """`near`, when given (one dict per row), gets each row's closest unflagged candidate per
+        benchmark: a Jaccard below the threshold, or an item whose code the row holds but
+        whose problem words fall short (score: that word share)."""
         out: list[Hit | None] = [None] * len(problems)
         if problem_words is None:
             problem_words = [None] * len(problems)
@@ -529,15 +555,22 @@ class MinhashMatcher:
                     a, b = sample_sets[q], item_sets[i]
                     inter = np.intersect1d(a, b, assume_unique=True).shape[0]
                     j = inter / max(a.shape[0] + b.shape[0] - inter, 1)
-                if j < self.threshold:
-                    continue
                 d = doc_rows[q]
+                if j < self.threshold:
+                    item = int(index.owners[i])
+                    note_near(near, d, self.benchmark_of[item], Hit(MINHASH, item, f"{side} ~ Jaccard {j:.2f}", float(j)))
+                    continue
                 if out[d] is None or j > out[d].score:
                     how = "exact" if self.verify_exact else "estimated"
                     out[d] = Hit(MINHASH, int(index.owners[i]), f"{side} ~ {how} Jaccard {j:.2f}", float(j))
         split = [words(p) if pw is None else pw for p, pw in zip(problems, problem_words)]
         for d, item, code_share, prose_share in self.containment_scores(split, codes, tokens):
-            if prose_share < self.CONTAIN_PROSE or out[d] is not None:
+            if prose_share < self.CONTAIN_PROSE:
+                note_near(near, d, self.benchmark_of[item],
+                          Hit(MINHASH, item, f"code contained {code_share:.2f}, problem words {prose_share:.2f}",
+                              prose_share))
+                continue
+            if out[d] is not None:
                 continue
             out[d] = Hit(MINHASH, item, f"code contained {code_share:.2f}, problem words {prose_share:.2f}",
                          code_share)

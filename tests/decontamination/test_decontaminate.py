@@ -188,3 +188,27 @@ def test_flow_under_prefect_publishes_the_report(prefect_server, shared_benchmar
 
     text = asyncio.run(latest_artifact())
     assert "2 of 42 rows removed" in text and "`multipl_e`" in text and "| gsm8k | 1319 |" in text
+
+
+def test_report_names_the_kept_row_nearest_to_removal_per_benchmark_and_matcher(shared_benchmarks):
+    """Issue 15: for audit, the stats say per benchmark and matcher which kept row came
+    closest to removal, with the item and the matcher's score; removed rows are not candidates."""
+    with gzip.open(shared_benchmarks / "HumanEval.jsonl.gz", "rt") as fh:
+        he = [json.loads(line) for line in fh]
+    whole = he[3]["prompt"] + he[3]["canonical_solution"]
+    lines = whole.splitlines()
+    rows = _rows(shared_benchmarks)[:10] + [
+        {"id": "he-whole", "lang": "python", "seed": "s", "problem": "Implement it.", "solution": whole},
+        # Most of the item, but not all: shares fewer than all of its 13-grams.
+        {"id": "he-most", "lang": "python", "seed": "s", "problem": "Implement it.",
+         "solution": "\n".join(lines[: len(lines) * 2 // 3])},
+    ]
+    # Only the n-gram matcher, flagging an item only when ALL its n-grams are shared.
+    cfg = _cfg(shared_benchmarks, matchers=["ngram"], ngram_min_count=100_000, ngram_min_ratio=1.0)
+    kept, audit, stats = decontaminate(pa.Table.from_pylist(rows), cfg)
+    assert "he-whole" in audit.column("id").to_pylist() and "he-most" in kept.column("id").to_pylist()
+    near = stats.extra["nearest_kept"]["humaneval"]["ngram"]
+    assert near["id"] == "he-most" and near["benchmark_item"] == "HumanEval/3"
+    assert 0.3 < near["score"] < 1.0 and "13-grams" in near["detail"]
+    report = decontamination_report_markdown(stats)
+    assert "came closest to removal" in report and "`he-most`" in report
