@@ -27,9 +27,9 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from ossforge.commands import decontaminate, dedup, evaluate, refresh, teacher, train, validate
+    from ossforge.commands import benchmarks, decontaminate, dedup, evaluate, refresh, teacher, train, validate
 
-    for module in (refresh, teacher, validate, dedup, decontaminate, train, evaluate):
+    for module in (refresh, teacher, validate, dedup, decontaminate, benchmarks, train, evaluate):
         module.register(app)
 
 

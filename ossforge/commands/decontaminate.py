@@ -77,6 +77,8 @@ def decontaminate(
     typer.echo("checked: " + (", ".join(f"{k} ({v['items']})" for k, v in loaded.items()) or "nothing"))
     missing = stage.get("extra", {}).get("missing_reasons", {})
     if missing:
-        typer.echo(f"NOT checked (could not load): {', '.join(missing)}; see manifest.json for why", err=True)
+        # A check that could not load every benchmark is partial, and says so (manifest status too).
+        typer.echo(f"decontamination partial: NOT checked (could not load): {', '.join(missing)}; "
+                   "see manifest.json for why (`ossforge benchmarks fetch` or --benchmark-dir)", err=True)
     if manifest.get("ids_added"):
         typer.echo("note: the input had no 'id' column; added stable ids (sha256 of row number and text)")

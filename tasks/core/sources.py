@@ -89,10 +89,15 @@ def output_apart_from_input(source: FileSource, output_dir: str | os.PathLike, w
 
 
 def stage_manifest(source: FileSource, stage: str, stats: dict, config: dict) -> dict:
-    """The manifest of a one-stage dataset command, before publishing adds files and checksums."""
+    """The manifest of a one-stage dataset command, before publishing adds files and checksums.
+
+    A stage that could not check everything it was asked to (decontamination's benchmarks
+    that could not be loaded: `extra.missing`) makes the status "partial" and names them."""
     dropped = sum(stats["dropped"].values())
+    not_checked = list(stats.get("extra", {}).get("missing", []))
     return {
-        "status": "complete",
+        "status": "partial" if not_checked else "complete",
+        "not_checked": not_checked,
         "source": source.source,
         "ids_added": source.ids_added,
         "config": config,

@@ -24,6 +24,7 @@ import pytest
 from support.fake_teacher import FakeTeacher
 
 REPO = Path(__file__).resolve().parents[2]
+SHARED_BENCHMARKS = Path(os.environ.get("OSSFORGE_SHARED_BENCHMARKS", REPO.parent / "shared" / "benchmarks"))
 CHROMIUM = Path(os.environ.get("OSSFORGE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -47,6 +48,8 @@ def prefect_env(**extra: str) -> dict:
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        # The scheduled deployment requires the benchmarks it lists: the workers read them offline here.
+        "OSSFORGE_BENCHMARK_DIR": str(SHARED_BENCHMARKS),
         **extra,
     }
 
