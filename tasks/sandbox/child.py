@@ -72,7 +72,11 @@ def _set_limit(which, value):
 
 
 def _resource_limits(limits, guards):
-    _set_limit(resource.RLIMIT_AS, limits["memory_bytes"])
+    # Address space: runtimes that reserve big virtual ranges up front (V8, the JVM) are
+    # bounded by RLIMIT_DATA alone (tasks/sandbox/runners.py sets address_bytes None).
+    address = limits.get("address_bytes", limits["memory_bytes"])
+    if address is not None:
+        _set_limit(resource.RLIMIT_AS, address)
     _set_limit(resource.RLIMIT_DATA, limits["memory_bytes"])
     _set_limit(resource.RLIMIT_CPU, limits["cpu_seconds"])
     _set_limit(resource.RLIMIT_FSIZE, limits["file_bytes"])
@@ -122,11 +126,13 @@ _CLONE_THREAD = 0x00010000
 _AF_UNIX = 1
 
 
-def _seccomp_program(arch: str, pid: int) -> list[tuple[int, int, int, int]]:
+def _seccomp_program(arch: str, pid: int, program: bool = False, processes: bool = False) -> list[tuple[int, int, int, int]]:
     """Deny new processes and programs, non-Unix sockets, signals to other processes, ptrace.
 
     Threads stay allowed (clone with CLONE_THREAD); clone3 answers ENOSYS so libc falls
-    back to clone, whose flags the filter can read.
+    back to clone, whose flags the filter can read. For a `program` (tasks/sandbox/execute.py:
+    a compiler, node, a test binary) exec is allowed, since the worker must exec it, and with
+    `processes` (compilers, shell scripts) fork too, under RLIMIT_NPROC; the rest holds.
     """
     nr = _SYSCALLS[arch]
     deny = (_BPF_RET_K, 0, 0, _RET_ERRNO | _EPERM)
@@ -143,11 +149,12 @@ def _seccomp_program(arch: str, pid: int) -> list[tuple[int, int, int, int]]:
         (_BPF_JEQ_K, 0, 1, nr["clone3"]),
         (_BPF_RET_K, 0, 0, _RET_ERRNO | _ENOSYS),
     ]
-    for name in ("fork", "vfork", "execve", "execveat", "ptrace"):
+    denied = ("ptrace",) if processes else ("fork", "vfork", "ptrace") if program else ("fork", "vfork", "execve", "execveat", "ptrace")
+    for name in denied:
         if name in nr:
             prog += [load_nr, (_BPF_JEQ_K, 0, 1, nr[name]), deny]
-    # clone: threads only
-    prog += [load_nr, (_BPF_JEQ_K, 0, 3, nr["clone"]), load_arg0, (_BPF_JSET_K, 1, 0, _CLONE_THREAD), deny]
+    if not processes:  # clone: threads only
+        prog += [load_nr, (_BPF_JEQ_K, 0, 3, nr["clone"]), load_arg0, (_BPF_JSET_K, 1, 0, _CLONE_THREAD), deny]
     # socket: Unix domain only
     prog += [load_nr, (_BPF_JEQ_K, 0, 3, nr["socket"]), load_arg0, (_BPF_JEQ_K, 1, 0, _AF_UNIX), deny]
     # kill / tkill / tgkill: only this process
@@ -157,11 +164,11 @@ def _seccomp_program(arch: str, pid: int) -> list[tuple[int, int, int, int]]:
     return prog
 
 
-def _install_seccomp(libc, guards):
+def _install_seccomp(libc, guards, program=False, processes=False):
     arch = platform.machine()
     if libc is None or arch not in _SYSCALLS:
         return
-    prog = _seccomp_program(arch, os.getpid())
+    prog = _seccomp_program(arch, os.getpid(), program, processes)
     raw = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
 
@@ -553,6 +560,7 @@ def _run_tests(job, timer):
 
 _MODES = {"io": _run_io, "check": _run_check, "oracle": _run_oracle, "tests": _run_tests}
 ALL_GUARDS = ("rlimits", "netns", "seccomp", "reliability_guard")
+PROGRAM_GUARDS = ("rlimits", "seccomp") if platform.machine() in _SYSCALLS else ("rlimits",)  # an exec'd program's
 
 
 def _lock_down(job):
@@ -569,6 +577,15 @@ def _lock_down(job):
         _cut_network(libc, guards)
     if "reliability_guard" in layers:
         _reliability_guard(guards)
+    return guards
+
+
+def lock_down_program(limits, processes):
+    """The layers for a program about to be exec'd (tasks/sandbox/execute.py): rlimits and
+    seccomp (fork/exec only where `processes`); the Python guard means nothing past exec."""
+    guards = []
+    _resource_limits(limits, guards)
+    _install_seccomp(_libc(), guards, program=True, processes=processes)
     return guards
 
 

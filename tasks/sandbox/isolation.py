@@ -61,10 +61,13 @@ def site_packages() -> list[str]:
     return [p for p in paths if os.path.isdir(p)]
 
 
-def python_paths() -> list[str]:
-    """Folders the sandbox needs read-only to run this interpreter, its stdlib and packages."""
+def python_paths(extra: tuple[str, ...] = ()) -> list[str]:
+    """Folders the sandbox needs read-only to run this interpreter, its stdlib and packages,
+    plus `extra` (toolchains outside /usr: tasks/sandbox/runners.py); parents first, no
+    folder inside another, nothing under /usr (bound whole)."""
     paths = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), *site_packages()}
     paths.add(str(SANDBOX_DIR))  # the zygote and harness sources
+    paths.update(p for p in extra if os.path.exists(p))
     kept: list[str] = []
     for p in sorted({*paths, *(os.path.realpath(p) for p in paths)}, key=len):  # parents first
         if p.startswith("/usr/") or any(p == k or p.startswith(k + "/") for k in kept):
@@ -73,7 +76,8 @@ def python_paths() -> list[str]:
     return kept
 
 
-def bwrap_argv(scratch_bytes: int) -> list[str]:
+def bwrap_argv(scratch_bytes: int, binds: tuple[str, ...] = ()) -> list[str]:
+    """bubblewrap's command line; `binds` are extra host folders mounted read-only (toolchains)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
@@ -87,11 +91,14 @@ def bwrap_argv(scratch_bytes: int) -> list[str]:
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
+    # /etc made first, traversable: bwrap would create it 0700 for the file binds below, and
+    # nobody could then read the loader's cache or a toolchain's /etc config (a JDK's).
+    argv += ["--perms", "0755", "--dir", "/etc"]
     for path in ETC_FILES:
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
-    made: set[str] = set()
-    paths = python_paths()
+    made: set[str] = {"/etc"}
+    paths = python_paths(binds)
     # /tmp is normally a link to the scratch. When the interpreter itself lives under /tmp
     # (a CI clone there, say), /tmp must hold its read-only binds instead: it becomes an
     # empty tmpfs, mounted before them and made read-only after, so scratch stays the only

@@ -103,10 +103,10 @@ def _read_frame(fd: int, deadline: float, max_blob: int) -> tuple[dict, bytes]:
 class _Zygote:
     """One sandboxed warm interpreter and the pipes to it."""
 
-    def __init__(self, isolation: str, limits: SandboxLimits, tmp_root: str | None):
+    def __init__(self, isolation: str, limits: SandboxLimits, tmp_root: str | None, binds: tuple[str, ...] = ()):
         self._host_scratch = None
         if isolation == "bwrap":
-            argv, cwd = bwrap_argv(limits.scratch_bytes) + zygote_argv("bwrap", SCRATCH), None
+            argv, cwd = bwrap_argv(limits.scratch_bytes, binds) + zygote_argv("bwrap", SCRATCH), None
             env = sandbox_env(SCRATCH)
         else:
             self._host_scratch = tempfile.mkdtemp(prefix="ossforge-sandbox-", dir=tmp_root)
@@ -160,10 +160,13 @@ class Sandbox:
     """`workers` warm sandboxes; `run` and `run_many` may be called from many threads.
 
     Refuses to start (SandboxUnavailable) where bubblewrap cannot run, unless `accept_weak`.
+    `binds`: host folders mounted read-only besides the system and Python (the toolchains of
+    tasks/sandbox/runners.py that live outside /usr).
     """
 
     def __init__(self, workers: int | None = None, limits: SandboxLimits = SandboxLimits(),
-                 accept_weak: bool = False, tmp_root: str | os.PathLike | None = None):  # fmt: skip
+                 accept_weak: bool = False, tmp_root: str | os.PathLike | None = None,
+                 binds: tuple[str, ...] = ()):  # fmt: skip
         self.isolation = require_isolation(accept_weak)
         if self.isolation == "weak":
             log.warning("SANDBOX IS WEAK: bubblewrap is unavailable; generated code runs behind Python-level "
@@ -171,6 +174,7 @@ class Sandbox:
         self.workers = workers or default_workers()
         self.limits = limits
         self._tmp_root = str(tmp_root) if tmp_root is not None else None
+        self._binds = tuple(binds)
         self._idle: queue.Queue[_Zygote | None] = queue.Queue()
         for _ in range(self.workers):
             self._idle.put(None)  # started on first use
@@ -189,7 +193,7 @@ class Sandbox:
         # Started from the sandbox's own thread: a zygote dies with the *thread* that started
         # it (PR_SET_PDEATHSIG, bwrap --die-with-parent), and run_many's pool threads end
         # with each call.
-        zygote = self._spawner.submit(_Zygote, self.isolation, self.limits, self._tmp_root).result()
+        zygote = self._spawner.submit(_Zygote, self.isolation, self.limits, self._tmp_root, self._binds).result()
         with self._lock:
             self._all.append(zygote)
         return zygote

@@ -32,6 +32,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 import channel  # noqa: E402  (next to this file; the sandbox has no `tasks` package)
 import child  # noqa: E402
+import execute  # noqa: E402
 
 sys.path.remove(HERE)  # samples must not import the harness' modules by accident
 
@@ -241,6 +242,21 @@ def run_one(job: dict, layers: list, in_pid_namespace: bool, scratch: str) -> tu
     return result, blob
 
 
+def run_program(job: dict, layers: list, in_pid_namespace: bool, scratch: str) -> dict:
+    """A job of mode "program" (another language: compile and run steps, tasks/sandbox/execute.py)."""
+    nonce = os.urandom(16).hex()
+    started = time.perf_counter()
+    try:
+        result = execute.run_program_job(job, nonce, scratch, {**os.environ, **job.get("env", {})},
+                                         lambda pid: _kill_leftovers(pid, in_pid_namespace))  # fmt: skip
+    except OSError as exc:  # the scratch is full, a pipe could not be made...
+        result = {"passed": False, "error": "sandbox_error", "detail": f"{type(exc).__name__}: {exc}"[:500]}
+    _clear(scratch)
+    result["seconds"] = time.perf_counter() - started
+    result["guards"] = layers + [g for g in child.PROGRAM_GUARDS if g not in layers]
+    return result
+
+
 # ---------------------------------------------------------------- the loop ---------------
 
 
@@ -267,7 +283,10 @@ def main() -> None:
             return
         size, _ = channel.HEADER.unpack(header)
         job = pickle.loads(_read_exact(0, size))  # from the host: trusted
-        result, blob = run_one(job, layers, mode == "bwrap", scratch)
+        if job["mode"] == "program":
+            result, blob = run_program(job, layers, mode == "bwrap", scratch), b""
+        else:
+            result, blob = run_one(job, layers, mode == "bwrap", scratch)
         _write_all(1, channel.encode_frame({"id": job["id"], "result": result}, blob))
 
 

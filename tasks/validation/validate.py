@@ -7,8 +7,12 @@ Every other row goes to the audit with one reason and a short detail (the failur
 message, where it happened, and the tail of its stderr).
 
 Rows need `solution` and `tests` columns (Markdown fences are stripped here), and may
-have `lang` (default python) and `id`. Kept rows gain `validation_status` (passed or
-unverified) and `validation_seconds` (sandbox wall time; null when nothing ran).
+have `lang` (default python) and `id`. A row runs in the language its solution's first
+tagged code block names (the teacher may answer a C++ seed in Python), else in `lang`,
+through that language's runner (tasks/sandbox/runners.py: Python always, others where the
+toolchain is on this worker and passed its self-test in the sandbox). Kept rows gain
+`validation_status` (passed or unverified) and `validation_seconds` (sandbox wall time;
+null when nothing ran).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from tasks.core.config import FingerprintedConfig, operational
 from tasks.core.stats import StageStats
 from tasks.core.step import StepOutput, audit_rows
 from tasks.sandbox.runner import Sandbox, SandboxLimits, default_workers
-from tasks.validation.code import extract_code
+from tasks.sandbox.runners import PYTHON, Runner, available_runners, canonical, toolchain_binds
+from tasks.validation.code import extract_code, fenced_language
 
 STAGE = "validate"
 PASSED, UNVERIFIED = "passed", "unverified"
@@ -40,6 +45,8 @@ REASON_OF_KIND = {
     "assertion": "tests_failed",
     "wrong_answer": "tests_failed",
     "exception": "runtime_error",
+    "failed": "tests_failed",  # a program runner's test step exited non-zero (tasks/sandbox/runners.py)
+    "no_tests": NO_TESTS,  # e.g. a Rust crate with no #[test] of its own
     "timeout": "timeout",
     "memory": "memory",
     "system_exit": "crash",  # exited before its tests could finish: never a pass
@@ -49,7 +56,10 @@ REASON_OF_KIND = {
     "forged_result": "forged_result",  # wrote on the harness' report channel
     "sandbox_error": SANDBOX_ERROR,
 }
-RUNNABLE = {"python"}  # languages with a runner (the sandbox's "tests" job); see docs/sandbox.md
+
+def runnable() -> set[str]:
+    """Languages with a runner on this worker (probed once per process); see docs/sandbox.md."""
+    return set(available_runners())
 
 
 class ValidationConfig(FingerprintedConfig):
@@ -71,9 +81,9 @@ class ValidationConfig(FingerprintedConfig):
         return SandboxLimits(memory_bytes=self.memory_mb << 20)
 
 
-def normalise_lang(value: str | None) -> str:
-    lang = (value or "python").strip().lower()
-    return {"py": "python", "python3": "python"}.get(lang, lang)
+def run_language(solution: str | None, lang: str | None) -> str:
+    """The language a row runs in: its solution's fence tag, else its `lang` column."""
+    return fenced_language(solution) or canonical(lang)
 
 
 class Validator:
@@ -87,6 +97,8 @@ class Validator:
         self._sandbox: Sandbox | None = None
         self.by_language: dict[str, Counter] = defaultdict(Counter)  # lang -> passed / reason / unverified
         self.isolation: str | None = None
+        self.runners: dict[str, Runner] = available_runners()
+        self._broken: dict[str, str | None] = {PYTHON: None}  # language -> why its runner failed its self-test
 
     def __enter__(self) -> Validator:
         return self
@@ -102,28 +114,51 @@ class Validator:
     @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:  # refuses here, loudly, when there is no OS sandbox (UserError)
-            self._sandbox = Sandbox(self.cfg.workers, self.cfg.limits(), self.cfg.accept_weak_sandbox)
+            binds = toolchain_binds(self.runners)
+            self._sandbox = Sandbox(self.cfg.workers, self.cfg.limits(), self.cfg.accept_weak_sandbox, binds=binds)
             self.isolation = self._sandbox.isolation
         return self._sandbox
 
+    def runner_problem(self, lang: str) -> str | None:
+        """Why `lang` cannot be verified here (no toolchain, or it failed its self-test), or None."""
+        if lang not in self.runners:
+            return f"no runner for {lang!r} on this worker"
+        if lang not in self._broken:  # first row in this language: does its toolchain work in the sandbox?
+            runner = self.runners[lang]
+            job, timeout = runner.job(*runner.self_test, self.cfg.seconds, self.cfg.memory_mb)
+            result = runner.refine(self.sandbox.run(job, timeout))
+            ok = result.get("passed") and not result.get("error")
+            why = f"{result.get('error')}: {result.get('detail')} {result.get('stderr') or ''}".strip()[:300]
+            self._broken[lang] = None if ok else f"the {lang} runner failed its self-test in the sandbox ({why})"
+        return self._broken[lang]
+
     def apply(self, table: pa.Table) -> StepOutput:
-        langs = [normalise_lang(v) for v in _column(table, "lang")]
         solutions, tests = _column(table, "solution"), _column(table, "tests")
+        langs = [run_language(s, v) for s, v in zip(solutions, _column(table, "lang"))]
         verdicts: list[tuple[str, str | None, float | None]] = [None] * table.num_rows  # (status|reason, detail, s)
         jobs, where = [], []
         for i, (lang, solution, test) in enumerate(zip(langs, solutions, tests)):
-            if lang not in RUNNABLE:
+            problem = self.runner_problem(lang) if lang != PYTHON else None
+            if problem is not None:
                 status = UNVERIFIED if self.cfg.unverified == "keep" else NO_RUNNER
-                verdicts[i] = (status, f"no runner for {lang!r} on this worker", None)
+                verdicts[i] = (status, problem, None)
                 continue
             code, test_code = extract_code(solution, lang), extract_code(test, lang)
             if not code.strip() or not test_code.strip():
                 verdicts[i] = (NO_TESTS, "no solution code" if not code.strip() else "no test code", None)
                 continue
-            jobs.append(({"mode": "tests", "code": code, "tests": test_code, "seconds": self.cfg.seconds}, self.cfg.seconds))
+            if lang == PYTHON:  # the fast path: the zygote's own interpreter
+                job = ({"mode": "tests", "code": code, "tests": test_code, "seconds": self.cfg.seconds}, self.cfg.seconds)
+            else:
+                job = self.runners[lang].job(code, test_code, self.cfg.seconds, self.cfg.memory_mb)
+                if job is None:
+                    verdicts[i] = (NO_TESTS, f"no {lang} tests this runner can run", None)
+                    continue
+            jobs.append(job)
             where.append(i)
         for i, result in zip(where, self.sandbox.run_many(jobs) if jobs else []):
-            verdicts[i] = _verdict(result)
+            lang = langs[i]
+            verdicts[i] = _verdict(result if lang == PYTHON else self.runners[lang].refine(result))
         for lang, (status, _, _) in zip(langs, verdicts):
             self.by_language[lang][status] += 1
         return _split(table, verdicts)

@@ -35,7 +35,7 @@ PAIRS = {
                            "    except Exception:\n        pass\nassert add(1, 2) == 4\n", "python", "forged_result"),
     "no_tests": (ADD, "", "python", "no_tests"),
     "prose_only_tests": (ADD, "Run it and check the output.", "python", "syntax_error"),
-    "rust": ("fn main() {}", "#[test] fn t() {}", "rust", "no_runner"),
+    "swift": ("func main() {}", "assert(true)", "swift", "no_runner"),  # no runner for Swift anywhere
 }  # fmt: skip
 
 
@@ -63,7 +63,7 @@ def test_planted_pairs_end_as_planted_with_one_reason_each():
     assert stats.rows_in == len(PAIRS) and stats.rows_out == 3 and stats.dropped["tests_failed"] == 3
     assert all(s > 0 for s in out.kept["validation_seconds"].to_pylist())
     assert summary["isolation"] == "bwrap"
-    assert summary["by_language"]["rust"] == {"no_runner": 1}
+    assert summary["by_language"]["swift"] == {"no_runner": 1}
     assert summary["pass_rate"]["python"] == round(3 / 12, 4)  # no_tests rows never ran
 
 
@@ -86,7 +86,7 @@ def test_stderr_of_a_failure_is_excerpted():
 def test_unverified_languages_are_kept_when_the_policy_says_so():
     assert ValidationConfig().unverified == "keep"  # the default: marked and counted, not lost
     with Validator(CFG.model_copy(update={"unverified": "keep"})) as validator:
-        out = validator.apply(_table(["rust", "passes_asserts"]))
+        out = validator.apply(_table(["swift", "passes_asserts"]))
     assert out.kept[STATUS].to_pylist() == ["unverified", "passed"]
     assert out.kept["validation_seconds"].to_pylist()[0] is None
     assert out.audit.num_rows == 0
