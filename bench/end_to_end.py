@@ -7,6 +7,14 @@ at 2,000 requests in flight, for each seed count asked (default 75,000, then 20,
 200,000). The baseline is the provider-bound limit of the same run: seeds x latency /
 in-flight, the wall time of a client that did nothing but keep every slot busy.
 
+The fake replies quote their seed snippet (`--replies varied`), so pairs differ as much as
+their seeds do, as a real teacher's replies do. `--replies template` gives every pair one
+template instead: near-dedup then folds 75,000 rows into a few hundred clusters, a stress
+case for the clustering step rather than a refresh anyone runs. Validation is not on here
+(the paper's output format asks for no tests): on 2 cores the sandbox runs ~100 programs/s,
+a tenth of this teacher's 1,000 replies/s; `bench/validation.py --refresh-seeds` measures
+what it adds at a teacher pace it can follow.
+
 Prints ONE JSON line: per seed count, wall seconds, the limit, their ratio (target <= 1.15),
 seconds to the first request and from the last reply to the end, CPU seconds per stage
 (the per-row work done in the shard workers as shards landed, from the manifest, and the
@@ -151,6 +159,9 @@ def main() -> None:
     parser.add_argument("--also", default="20000,200000", help="more seed counts, comma-separated ('' for none)")
     parser.add_argument("--latency", type=float, default=2.0)
     parser.add_argument("--in-flight", type=int, default=2000)
+    parser.add_argument("--replies", choices=("varied", "template"), default="varied",
+                        help="varied: each problem quotes its seed (pairs differ as real ones do); template: one "
+                        "template for all, which near-dedup folds into a few hundred clusters (a stress case)")
     parser.add_argument("--log-dir", default=None, help="keep each refresh's stderr (its Prefect log) here")
     args = parser.parse_args()
     sizes = [args.seeds] + [int(s) for s in args.also.split(",") if s.strip()]
@@ -173,7 +184,7 @@ def main() -> None:
         procs.append(server)
         teacher = subprocess.Popen(
             [sys.executable, "-m", "tests.support.fake_teacher", "--port", str(teacher_port),
-             "--latency", str(args.latency)],
+             "--latency", str(args.latency), *(["--varied-replies"] if args.replies == "varied" else [])],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         procs.append(teacher)
@@ -189,6 +200,7 @@ def main() -> None:
         "bench": "end_to_end",
         "latency_s": args.latency,
         "in_flight": args.in_flight,
+        "replies": args.replies,
         "cores": os.cpu_count(),
         "target_ratio": 1.15,
         "runs": runs,

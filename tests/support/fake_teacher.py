@@ -51,6 +51,9 @@ class FakeTeacherOptions:
     # Drawn per request, not per attempt: this request always runs out of tokens.
     rate_length: float = 0.0
     reply_chars: int = 0  # pad each solution to about this many characters (realistic reply sizes)
+    # Each pair quotes its whole snippet (problem and solution), so pairs differ as much as their seeds do (as a
+    # real teacher's do); off, every pair is one template and near-dedup folds them together.
+    varied_replies: bool = False
     # Prompts that ask for tests (output formats *_tests) get them; the tests of every request
     # whose seed is a multiple of this are wrong (0: none), so validation drops an exact count.
     failing_tests_every: int = 4
@@ -139,14 +142,18 @@ def _snippet_of(user_text: str) -> str:
     return user_text[start + 4 : end]
 
 
-def make_pair(snippet: str, seed: int, reply_chars: int = 0) -> tuple[str, str]:
-    """A deterministic problem/solution pair: different snippets or seeds give different pairs."""
+def make_pair(snippet: str, seed: int, reply_chars: int = 0, varied: bool = False) -> tuple[str, str]:
+    """A deterministic problem/solution pair: different snippets or seeds give different pairs
+    (near-duplicates of each other unless `varied`, which quotes the whole snippet)."""
     tag = hashlib.sha256(f"{seed}\x00{snippet}".encode()).hexdigest()[:10]
     first_line = next((ln.strip() for ln in snippet.splitlines() if ln.strip()), "pass")
     problem = (
         f"Write a Python function `solve_{tag}(values)` that returns the sum of `values` plus {seed % 997}.\n"
         f"The task was inspired by this line of code: `{first_line[:120]}`."
     )
+    if varied:  # as a real teacher's pair: most of its text comes from its own seed
+        problem = f"Implement `solve_{tag}(values)` for this code:\n{snippet}\nReturn the sum plus {seed % 997}."
+        return problem, f"```python\nSNIPPET = {snippet!r}\n\ndef solve_{tag}(values):\n    return sum(values) + {seed % 997}\n```"
     solution = f"```python\ndef solve_{tag}(values):\n    return sum(values) + {seed % 997}\n```"
     if reply_chars > len(solution):
         pad = "\n# explanation: the function adds the offset to the running total."
@@ -448,7 +455,8 @@ class FakeTeacher:
         asked for; cut in half with "length" for the requests drawn to run out of tokens."""
         user_text = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
         seed = int(body.get("seed") or 0)
-        problem, solution = make_pair(_snippet_of(user_text), seed, self.options.reply_chars)
+        problem, solution = make_pair(_snippet_of(user_text), seed, self.options.reply_chars,
+                                    self.options.varied_replies)
         wants_tests = '"tests"' in user_text or "[Tests]" in user_text  # the tests variants' prompts
         tests = make_tests(_snippet_of(user_text), seed, self.options.failing_tests_every) if wants_tests else None
         if body.get("response_format") is not None or '"problem"' in user_text:
@@ -582,6 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate-truncated", type=float, default=0.0)
     parser.add_argument("--rate-length", type=float, default=0.0)
     parser.add_argument("--reply-chars", type=int, default=0, help="pad solutions to about this many characters")
+    parser.add_argument("--varied-replies", action="store_true", help="quote each seed's snippet in its pair")
     parser.add_argument("--batch-delay", type=float, default=0.0, help="seconds a batch takes (Batch API)")
     parser.add_argument("--batch-expire-rate", type=float, default=0.0, help="fraction of batch requests that expire")
     a = parser.parse_args(argv)
@@ -604,6 +613,7 @@ def main(argv: list[str] | None = None) -> None:
         rate_truncated=a.rate_truncated,
         rate_length=a.rate_length,
         reply_chars=a.reply_chars,
+        varied_replies=a.varied_replies,
         batch_delay_s=a.batch_delay,
         batch_expire_rate=a.batch_expire_rate,
     )
