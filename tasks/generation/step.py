@@ -30,6 +30,7 @@ from tasks.generation.prep_worker import prepare_shard, validation_audit_path
 from tasks.generation.stage_progress import ShardProgress
 from tasks.generation.shard_prep import PrepSettings, prep_pool, prepared_path
 from tasks.teacher.limits import prefect_rate_limit_permits
+from tasks.teacher.tokens import token_counter
 from tasks.teacher.session import TeacherConfig, TeacherSession
 
 # Bump when a change to generation would make cached shard results wrong.
@@ -172,12 +173,14 @@ async def generate_all(
             permits = prefect_rate_limit_permits(rate_limit.name, rate_limit.batch_size()) if rate_limit else None
             opened: list[TeacherSession] = []
             opening = asyncio.Lock()
+            warming = asyncio.ensure_future(asyncio.to_thread(_warm_teacher_client, teacher))
 
             async def teacher_session() -> TeacherSession:
                 # Opened with the first shard: a run whose seeds were all generated before
                 # never touches the teacher (nor needs its key).
                 async with opening:
                     if not opened:
+                        await warming
                         opened.append(await stack.enter_async_context(
                             TeacherSession(teacher, cache_path=cache_path, permits=permits, ledger_path=ledger_path)
                         ))
@@ -223,6 +226,15 @@ async def generate_all(
             for pending in [starter, *started]:
                 pending.cancel()
             await asyncio.gather(starter, *started, return_exceptions=True)
+
+
+def _warm_teacher_client(teacher: TeacherConfig) -> None:
+    """Load, while the first seed shard is being sampled, what the teacher session would
+    otherwise load on the event loop just before the first request: the tokenizer's
+    encoding (~0.7 s) and aiohttp's connector with its SSL contexts (~0.5 s)."""
+    import aiohttp.connector  # noqa: F401
+
+    token_counter(teacher.model)
 
 
 class _CleaningPool:
