@@ -27,7 +27,7 @@ from pydantic import Field
 from tasks.core.config import operational
 from tasks.core.errors import UserError
 from training import launcher
-from training.dataset_check import verify_dataset
+from training.dataset_check import resolve_datasets, verify_dataset
 from training.launcher import LaunchFailed, run_launcher  # noqa: F401 (the CLI and tests use them from here)
 from training.metrics import loss_curve, plot_loss_curve, read_metrics
 from training.recipe import TrainRecipe
@@ -125,7 +125,12 @@ def publish_artifacts(cfg: TrainConfig, summary: dict, datasets: list[dict]) -> 
 def train_flow(cfg: TrainConfig) -> dict:
     """Fine-tune a code model on dataset versions with DeepSpeed ZeRO-3."""
     log = get_run_logger()
-    datasets = [verify_dataset_task(path, cfg) for path in cfg.datasets]
+    # A versioned root, `latest` or a version stands for its whole lineage (a version holds only its new rows).
+    resolved = resolve_datasets(cfg.datasets)
+    cfg = cfg.model_copy(update={"datasets": [d for _, d in resolved]})
+    datasets = [{**verify_dataset_task(path, cfg), "version": label} for label, path in resolved]
+    log.info("training data: " + ", ".join(f"{d['version']} {d['rows']} rows" for d in datasets)
+             + f" = {sum(d['rows'] for d in datasets)} rows")
     model_path = resolve_model(cfg)
     log.info(f"model: {model_path}" + (f" (continuing from {cfg.continue_from})" if cfg.continue_from else ""))
     summary = fine_tune.with_options(retries=cfg.retries, retry_delay_seconds=5)(cfg, model_path)

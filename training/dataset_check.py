@@ -84,3 +84,51 @@ def verify_dataset(
         "config_fingerprint": manifest.get("config_fingerprint") or manifest.get("fingerprint"),
         "manifest_sha256": _sha256(manifest_path),
     }
+
+
+# --- what a dataset path stands for ------------------------------------------------------
+VERSION_FILE = "version.json"  # written last by a versioned refresh (tasks/publish/versions.py)
+
+
+def resolve_lineage(path: str | os.PathLike) -> list[tuple[str, Path]]:
+    """The dataset directories a path given to training stands for, oldest first, each with a label.
+
+    A version of a versioned refresh holds only the rows new in it; the dataset as of that
+    version is its whole lineage (version.json's `lineage`). So a dataset root (ROOT, with
+    versions/ and `latest`), ROOT/latest or a version directory resolve to versions 1..N.
+    Any other directory is itself."""
+    p = Path(path)
+    if (p / "versions").is_dir() and not (p / "manifest.json").exists():
+        if not (p / "latest" / VERSION_FILE).is_file():
+            raise DatasetError(f"dataset root {p}: no complete version yet (no latest/{VERSION_FILE})")
+        p = p / "latest"
+    record_path = p / VERSION_FILE
+    if not record_path.is_file():
+        return [(p.name, p)]
+    try:
+        lineage = json.loads(record_path.read_text())["lineage"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetError(f"{record_path}: unreadable version record ({exc})") from None
+    versions_dir = p.resolve().parent
+    dirs = []
+    for entry in lineage:
+        d = Path(entry)
+        if not d.is_dir():  # the root moved since publishing: the versions are still siblings
+            d = versions_dir / d.name
+        if not (d / VERSION_FILE).is_file():
+            raise DatasetError(f"{path}: lineage version {d} is missing or incomplete")
+        dirs.append((d.name, d))
+    return dirs
+
+
+def resolve_datasets(paths: list[str]) -> list[tuple[str, str]]:
+    """Every path's lineage, in order, each directory once (a chained run already lists the lineage)."""
+    seen: set[Path] = set()
+    resolved = []
+    for path in paths:
+        for label, d in resolve_lineage(path):
+            key = d.resolve()
+            if key not in seen:
+                seen.add(key)
+                resolved.append((label, str(d)))
+    return resolved

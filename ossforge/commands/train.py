@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
 
 def precheck(cfg) -> None:
     """Cheap checks of user input before a flow run starts (the flow verifies checksums)."""
-    for dataset in cfg.datasets:
+    from training.dataset_check import resolve_datasets
+
+    for _, dataset in resolve_datasets(cfg.datasets):  # a versioned root or `latest`: every version of it
         if not (Path(dataset) / "manifest.json").is_file():
             raise UserError(f"dataset {dataset}: no manifest.json (expected a directory written by `ossforge refresh`)")
     if cfg.hostfile and not Path(cfg.hostfile).is_file():
@@ -35,7 +37,7 @@ def precheck(cfg) -> None:
 
 
 def train(
-    dataset: list[str] = typer.Option(..., "--dataset", help="dataset version directory; repeat to mix datasets"),
+    dataset: list[str] = typer.Option(..., "--dataset", help="dataset directory, versioned root or ROOT/latest (its whole lineage); repeat to mix datasets"),
     model: Optional[str] = typer.Option(None, help="hub id or local path of the base model, or 'tiny' (default)"),
     output_dir: Optional[Path] = typer.Option(None, help="run directory: checkpoints/, final/, metrics.jsonl"),
     nproc: Optional[int] = typer.Option(None, min=1, help="processes (GPUs) per node (default 1)"),
@@ -101,3 +103,4 @@ def train(
     if metrics.get("first_loss") is not None and metrics.get("final_loss") is not None:
         losses = f", loss {metrics['first_loss']:.4f} -> {metrics['final_loss']:.4f}"
     typer.echo(f"trained {metrics['global_step']} steps{losses}; model: {result['final_model']}")
+    typer.echo("data: " + ", ".join(f"{d['version']} {d['rows']} rows" for d in result["datasets"]))
