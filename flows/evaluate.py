@@ -1,8 +1,9 @@
 """The `evaluate` flow: pass@1 of a model on HumanEval, HumanEval+ and MBPP+.
 
 Orchestration only: benchmarks are loaded by tasks/evaluation/benchmarks.py, completions come
-from tasks/evaluation/completions.py (one model load for every benchmark), and programs are
-scored in the sandbox by tasks/evaluation/scoring.py. The flow writes
+from tasks/evaluation/completions.py (one model load for every benchmark) — or, with
+`samples`, from a file of completions made anywhere (tasks/evaluation/samples.py, EvalPlus'
+format) — and programs are scored in the sandbox by tasks/evaluation/scoring.py. The flow writes
 
 - OUTPUT_DIR/results.parquet — one row per problem (tasks.core.schema.EVAL_RESULT_SCHEMA),
 - OUTPUT_DIR/summary.json    — pass@1 per benchmark, base and plus, and run figures,
@@ -21,7 +22,7 @@ import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tasks.core.errors import UserError
 from tasks.core.schema import EVAL_RESULT_SCHEMA
@@ -35,7 +36,10 @@ TABLE_KEY = "evaluation-pass-at-1"
 class EvaluateConfig(BaseModel):
     """The flow's one parameter; the CLI and the training flow fill the same model."""
 
-    model: str = Field(description="model directory (save_pretrained), a hub id when online, or 'tiny'")
+    model: Optional[str] = Field(None, description="model directory (save_pretrained), a hub id when online, or 'tiny'")
+    samples: Optional[str] = Field(
+        None, description="JSONL of completions made elsewhere (EvalPlus format: task_id + solution or completion), instead of a model"
+    )
     benchmarks: list[str] = Field(default_factory=lambda: list(BENCHMARKS), description="humaneval, humaneval+, mbpp+")
     output_dir: str = Field(description="where results.parquet and summary.json are written")
     limit: Optional[int] = Field(None, ge=1, description="first N problems of each benchmark (smoke runs)")
@@ -47,6 +51,15 @@ class EvaluateConfig(BaseModel):
     workers: Optional[int] = Field(None, ge=1, description="sandbox processes at once (default: CPU count)")
     memory_mb: int = Field(4096, ge=64, description="address-space limit of each sandbox process")
     max_seconds_per_problem: float = Field(60.0, gt=0, description="wall clock for all inputs of one problem")
+    accept_weak_sandbox: bool = Field(
+        False, description="score without bubblewrap, behind Python-level guards only (summary says isolation=weak)"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.model is None) == (self.samples is None):
+            raise ValueError("give exactly one of model (generate completions) and samples (score a samples file)")
+        return self
 
     @field_validator("benchmarks", mode="before")
     @classmethod
@@ -62,6 +75,8 @@ def cache_dir_for(cfg: EvaluateConfig) -> Path:
 
 
 def resolve_model(cfg: EvaluateConfig) -> str:
+    if cfg.model is None:
+        raise UserError("no model to evaluate (scoring a samples file instead)")
     if cfg.model == "tiny":
         from training.tiny import resolve_model as resolve_tiny
 
@@ -79,6 +94,31 @@ def load_problems(cfg: EvaluateConfig) -> list[Problem]:
     for name in cfg.benchmarks:
         problems += load_benchmark(name, cfg.benchmark_dir, cache_dir_for(cfg), cfg.limit)
     return problems
+
+
+def checked_samples(cfg: EvaluateConfig) -> dict:
+    """The samples file, read and checked against every task of the selected benchmarks (UserError)."""
+    from tasks.evaluation.benchmarks import task_ids
+    from tasks.evaluation.samples import check_task_ids, read_samples
+
+    samples = read_samples(cfg.samples)
+    known = {t for name in cfg.benchmarks for t in task_ids(name, cfg.benchmark_dir, cache_dir_for(cfg))}
+    check_task_ids(samples, known, cfg.benchmarks)
+    return samples
+
+
+@task(name="read-samples", cache_policy=NO_CACHE)
+def completions_from_samples(problems: list[Problem], cfg: EvaluateConfig) -> tuple[list[Problem], list[str], list[str], dict]:
+    """(problems, completion texts, programs, figures) from the samples file instead of a model."""
+    from tasks.evaluation.samples import programs_for
+
+    start = time.perf_counter()
+    samples = checked_samples(cfg)
+    chosen, texts, programs = programs_for(problems, samples)
+    stats = {"backend": "samples", "device": None, "seconds": round(time.perf_counter() - start, 3), "prompts": 0,
+             "samples": len(samples), "missing": sum(1 for p in chosen if p.task_id not in samples),
+             "outside_limit": len(samples) - sum(1 for p in chosen if p.task_id in samples)}  # fmt: skip
+    return chosen, texts, programs, stats
 
 
 @task(name="generate-completions", cache_policy=NO_CACHE)
@@ -101,6 +141,7 @@ def score(problems: list[Problem], programs: list[str], cfg: EvaluateConfig) -> 
         limits=SandboxLimits(memory_bytes=cfg.memory_mb << 20),
         max_seconds_per_problem=cfg.max_seconds_per_problem,
         cache_dir=cache_dir_for(cfg),
+        accept_weak_sandbox=cfg.accept_weak_sandbox,
     )
     return score_programs(problems, programs, score_cfg)
 
@@ -111,7 +152,7 @@ def results_table(rows: list[dict]) -> pa.Table:
 
 def summary_markdown(summary: dict) -> str:
     lines = [
-        f"# Evaluation of `{summary['model']}`",
+        f"# Evaluation of `{summary['model'] or summary['samples']}`",
         "",
         "| benchmark | problems | pass@1 (base) | pass@1 (plus) | top errors |",
         "| --- | ---: | ---: | ---: | --- |",
@@ -121,12 +162,15 @@ def summary_markdown(summary: dict) -> str:
         errors = ", ".join(f"{k} {v}" for k, v in list(entry["errors"].items())[:3]) or "—"
         lines.append(f"| {name} | {entry['problems']} | {entry['pass@1'] * 100:.1f} | {plus} | {errors} |")
     gen = summary["generation"]
+    source = (f"Completions from the samples file `{summary['samples']}` ({gen['samples']} samples)" if summary["samples"]
+              else f"Greedy decoding, one completion per problem ({gen['backend']} on {gen['device']}, {gen['seconds']} s)")  # fmt: skip
     lines += [
         "",
-        f"Greedy decoding, one completion per problem ({gen['backend']} on {gen['device']}, "
-        f"{gen['seconds']} s); sandbox guards: {', '.join(summary['sandbox_guards']) or 'none'}.",
+        f"{source}; sandbox guards: {', '.join(summary['sandbox_guards']) or 'none'} (isolation {summary['isolation']}).",
         f"Per-problem results: `{summary['results']}`.",
     ]
+    if summary["isolation"] == "weak":
+        lines.append("**The sandbox was WEAK** (no bubblewrap; Python-level guards only).")
     return "\n".join(lines) + "\n"
 
 
@@ -146,23 +190,33 @@ def pass_at_1_rows(summary: dict) -> list[dict]:
 def evaluate_flow(cfg: EvaluateConfig) -> dict:
     """Generate, score and summarise; returns the summary written to OUTPUT_DIR/summary.json."""
     from tasks.evaluation.scoring import program_for, summarize
+    from tasks.sandbox.isolation import require_isolation
     from tasks.sandbox.runner import probe_guards
 
     logger = get_run_logger()
     start = time.perf_counter()
-    model_path = resolve_model(cfg)
+    isolation = require_isolation(cfg.accept_weak_sandbox)  # refuses before any model load without bubblewrap
+    if isolation == "weak":
+        logger.warning("scoring WITHOUT bubblewrap (Python-level guards only); the summary says isolation=weak")
     problems = load_problems(cfg)
-    logger.info("evaluating %s on %d problems (%s)", cfg.model, len(problems), ", ".join(cfg.benchmarks))
-    completions, gen_stats = generate(model_path, problems, cfg)
-    logger.info("generated %d completions in %.1f s (%s)", len(completions), gen_stats["seconds"], gen_stats["backend"])
+    if cfg.samples:
+        problems, completions, programs, gen_stats = completions_from_samples(problems, cfg)
+        logger.info("scoring %d samples from %s on %d problems", gen_stats["samples"], cfg.samples, len(problems))
+    else:
+        model_path = resolve_model(cfg)
+        logger.info("evaluating %s on %d problems (%s)", cfg.model, len(problems), ", ".join(cfg.benchmarks))
+        completions, gen_stats = generate(model_path, problems, cfg)
+        logger.info("generated %d completions in %.1f s (%s)", len(completions), gen_stats["seconds"], gen_stats["backend"])
+        programs = [program_for(p, c) for p, c in zip(problems, completions)]
 
-    programs = [program_for(p, c) for p, c in zip(problems, completions)]
     rows: list[dict] = []
     score_start = time.perf_counter()
-    for name in cfg.benchmarks:
+    for name in dict.fromkeys(p.benchmark for p in problems):
         idx = [i for i, p in enumerate(problems) if p.benchmark == name]
         scored = score([problems[i] for i in idx], [programs[i] for i in idx], cfg)
         for i, row in zip(idx, scored):
+            if cfg.samples and not programs[i] and row["error"] == "no_code":
+                row["error_detail"] = "no sample for this task"
             rows.append({**row, "completion": completions[i], "program": programs[i]})
     score_seconds = time.perf_counter() - score_start
 
@@ -170,12 +224,14 @@ def evaluate_flow(cfg: EvaluateConfig) -> dict:
     results_path = write_parquet_atomic(results_table(rows), out_dir / "results.parquet")
     summary = {
         "model": cfg.model,
+        "samples": cfg.samples,
         "benchmarks": summarize(rows),
         "problems_scored": len(rows),
         "generation": gen_stats,
         "scoring_seconds": round(score_seconds, 3),
         "seconds": round(time.perf_counter() - start, 3),
-        "sandbox_guards": probe_guards(),
+        "sandbox_guards": probe_guards(accept_weak=cfg.accept_weak_sandbox),
+        "isolation": isolation,
         "results": str(results_path),
         "config": cfg.model_dump(),
     }
@@ -183,6 +239,6 @@ def evaluate_flow(cfg: EvaluateConfig) -> dict:
     for name, entry in summary["benchmarks"].items():
         plus = f", plus {entry['plus_pass@1']:.3f}" if "plus_pass@1" in entry else ""
         logger.info("%s: pass@1 %.3f%s over %d problems", name, entry["pass@1"], plus, entry["problems"])
-    create_table_artifact(pass_at_1_rows(summary), key=TABLE_KEY, description=f"pass@1 of {cfg.model}")
+    create_table_artifact(pass_at_1_rows(summary), key=TABLE_KEY, description=f"pass@1 of {cfg.model or cfg.samples}")
     create_markdown_artifact(summary_markdown(summary), key=SUMMARY_KEY, description="Evaluation summary")
     return summary

@@ -173,6 +173,13 @@ def load_benchmark(
     return problems
 
 
+def task_ids(name: str, benchmark_dir: str | os.PathLike | None = None,
+             cache_dir: str | os.PathLike | None = None) -> list[str]:  # fmt: skip
+    """Every task_id of one benchmark, in file order (to check a samples file against)."""
+    path = find_data_file(name, benchmark_dir, Path(cache_dir) if cache_dir else default_cache_dir())
+    return [str(row.get("task_id")) for row in _read_jsonl(path)]
+
+
 def _problem(name: str, row: dict, sha: str) -> Problem:
     common = dict(
         benchmark=name,
