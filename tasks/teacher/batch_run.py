@@ -122,8 +122,12 @@ class _ShardBatches:
             if req is None or key in self.reserved:
                 continue
             expected = budget.admit(req.prompt_tokens, req.max_tokens, worst_case=True)
-            while expected is None and getattr(budget, "waiting", False):  # a run-wide budget still settling
-                await asyncio.sleep(0.05)
+            while expected is None and getattr(budget, "waiting", False):  # the run's budget: reservations in flight
+                if self.reserved and refusable:
+                    # Some are ours, held until our batches end: submit what fits now, the
+                    # rest once they have settled (the next round of `run`), never live.
+                    return admitted
+                await asyncio.sleep(0.05)  # other processes' reservations: they settle soon
                 expected = budget.admit(req.prompt_tokens, req.max_tokens, worst_case=True)
             if expected is None and refusable:
                 self.outcome.failed[key] = BUDGET_REASON
@@ -133,12 +137,20 @@ class _ShardBatches:
             admitted.append(key)
         return admitted
 
-    def _release(self, keys) -> None:
-        """Drop reservations; spend is charged from the cache by complete_shard (once, at the real usage)."""
+    def settle(self, keys, usage: dict[str, tuple[int, int]] | None = None) -> None:
+        """Settle each key's reservation with its reply's real usage (none: nothing billed).
+
+        Settled as soon as the batch is ingested, so the next round's admissions see the
+        real spend; complete_shard does not charge these replies again (`bought`)."""
+        usage = usage or {}
+        budget = self.session.budget
         for key in keys:
             expected = self.reserved.pop(key, None)
+            used = usage.get(key)
             if expected is not None:
-                self.session.budget.finish(self.requests[key].prompt_tokens, expected, None)
+                budget.finish(self.requests[key].prompt_tokens, expected, used)
+            elif used is not None:  # answered by a batch this run never reserved (re-attached past the limit)
+                budget.charge(*used)
 
     async def _submit(self, api: BatchApi, fresh: list[tuple[str, int]]) -> list[LedgerBatch]:
         created = []
@@ -173,7 +185,7 @@ class _ShardBatches:
                     self.outcome.stats["batch_replies"] += 1
                 else:
                     self.outcome.failures[result] += 1
-            self._release(list(ingested.outcomes))
+            self.settle([k for k in ingested.outcomes if k in self.requests], ingested.usage)
 
 
 async def run_batches(session, seeds: pa.Table) -> BatchOutcome:
@@ -190,7 +202,7 @@ async def run_batches(session, seeds: pa.Table) -> BatchOutcome:
     try:
         return await runner.run()
     finally:
-        runner._release(list(runner.reserved))
+        runner.settle(list(runner.reserved))  # reservations of batches never waited for (an error): nothing billed
         ledger.close()
 
 

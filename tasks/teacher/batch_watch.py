@@ -44,6 +44,7 @@ class Ingested:
     status: str
     outcomes: dict[str, str]  # key -> "ok" or the failure reason
     unexpected_lines: int
+    usage: dict[str, tuple[int, int]]  # key -> (prompt, completion) tokens of each reply, for the budget
 
 
 def facts_from_input(path: str) -> dict[str, RequestFacts]:
@@ -100,7 +101,8 @@ async def _watch_and_ingest(api, ledger, cache, entry, model, known, poll_s, pol
     await asyncio.gather(*(cache.put(row) for row in rows))  # committed before the ledger says ingested
     ledger.ingested(entry.local_id, outcomes)
     Path(entry.input_path).unlink(missing_ok=True)
-    return Ingested(batch.id, batch.status, outcomes, results.unexpected)
+    usage = {row.key: (row.prompt_tokens, row.completion_tokens) for row in rows}
+    return Ingested(batch.id, batch.status, outcomes, results.unexpected, usage)
 
 
 def cached_row(key: str, data: dict, facts: RequestFacts, model: str, count_tokens) -> CachedReply:

@@ -426,14 +426,14 @@ class TeacherSession:
             fresh = req.key in bought  # bought by this run's batches: fresh spend, not an earlier run's
             reply = self._from_cached(req, row, not fresh, 0)
             replies[pos] = reply
-            if fresh:
+            if fresh:  # batch mode charged the budget when the batch was ingested
                 tally.tokens_in += row.prompt_tokens
                 tally.tokens_out += row.completion_tokens
             else:
                 tally.cache_hits += 1
                 tally.cached_in += row.prompt_tokens
                 tally.cached_out += row.completion_tokens
-            self.budget.charge(row.prompt_tokens, row.completion_tokens)  # the dataset's spend, paid earlier
+                self.budget.charge(row.prompt_tokens, row.completion_tokens)  # the dataset's spend, paid earlier
             self._report(reply)
 
         tasks = [asyncio.ensure_future(self._one(req, tally)) for _, req in to_send]

@@ -64,21 +64,42 @@ def test_batch_refresh_equals_live_refresh(prefect_server, teacher, tmp_path):
     assert m_batch["usage"]["prompt_tokens"] == m_live["usage"]["prompt_tokens"]
     assert m_batch["usage"]["cost_usd"] == pytest.approx(m_live["usage"]["cost_usd"] / 2, abs=2e-6)  # both rounded to 1e-6
     assert PLANTED_KEY not in batch.stdout + batch.stderr
+    # The batch's progress artifact reached the server: requests completed of total, at 100%.
+    from prefect.client.orchestration import get_client
+
+    async def progress_artifacts():
+        async with get_client() as client:
+            return [a for a in await client.read_artifacts() if a.type == "progress"
+                    and (a.description or "").startswith("teacher batch")]
+
+    batch_progress = asyncio.run(progress_artifacts())
+    assert batch_progress and all(float(a.data) == 100.0 for a in batch_progress), batch_progress
+    assert any("of 24" in a.description for a in batch_progress)
     for path in (tmp_path / "batch").rglob("*"):  # ledger, cache, manifest, shards: never the key
         if path.is_file():
             assert PLANTED_KEY.encode() not in path.read_bytes(), path
+
+
+def test_bad_batch_options_are_one_line_errors(tmp_path):
+    for option, value in (("--teacher-mode", "bulk"), ("--batch-fallback", "retry"), ("--batch-discount", "1.5")):
+        result = run_cli(*refresh_args("http://127.0.0.1:9/v1", tmp_path / "x", option, value))
+        assert result.returncode == 2, (option, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr and option.strip("-").split("-")[-1] in result.stderr.lower()
 
 
 def test_dry_run_forecasts_and_sends_nothing(prefect_server, teacher, tmp_path):
     server, url = teacher
     server.reset()
     out = tmp_path / "dry"
-    result = run_cli(*refresh_args(url, out, "--dry-run", "--rpm", "600"))
+    result = run_cli(*refresh_args(url, out, "--dry-run", "--rpm", "600", "--teacher-mode", "batch",
+                                   "--batch-discount", "0.4", "--batch-fallback", "none"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert server.counters.requests == 0 and not server.batch_api.stats.get("files_uploaded")  # sent nothing
     forecast = json.loads((out / "forecast.json").read_text())
     assert forecast["requests"] == 24 and forecast["prompt_tokens"] > 24 * 100
-    assert forecast["cost_usd"]["batch"] == pytest.approx(forecast["cost_usd"]["live"] / 2, abs=2e-6)  # rounded to 1e-6
+    assert forecast["mode"] == "batch" and forecast["price_per_mtok"] == {"live": [1.0, 2.0], "batch": [0.6, 1.2]}
+    assert forecast["cost_usd"]["batch"] == pytest.approx(forecast["cost_usd"]["live"] * 0.6, abs=2e-6)  # rounded to 1e-6
+    assert forecast["wall_time_s"]["live"]["limited_by"] == "rpm"
     assert "forecast" in result.stdout and "cost USD" in result.stdout
     assert not (out / "manifest.json").exists()
 

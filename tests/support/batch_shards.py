@@ -44,9 +44,12 @@ def teacher_config(url: str, mode: str = "live", **overrides) -> TeacherConfig:
     return TeacherConfig(**{**base, **overrides})
 
 
-async def run_shard(cfg: TeacherConfig, work: Path, seeds_path: Path, name: str = "shard-00000") -> dict:
-    """One generation shard through a fresh session; returns its summary (+ the pairs table)."""
-    async with TeacherSession(cfg, cache_path=work / ".cache" / "requests.sqlite") as session:
+async def run_shard(cfg: TeacherConfig, work: Path, seeds_path: Path, name: str = "shard-00000",
+                    ledger_path: Path | None = None) -> dict:
+    """One generation shard through a fresh session; returns its summary (+ the pairs table).
+
+    ledger_path: the run's spend ledger (tasks/teacher/ledger.py): the budget is then the run's."""
+    async with TeacherSession(cfg, cache_path=work / ".cache" / "requests.sqlite", ledger_path=ledger_path) as session:
         summary = await generate_shard(
             seeds_path, session, cfg,
             pairs_path=work / "pairs" / f"{name}.parquet", failures_path=work / "failures" / f"{name}.parquet",

@@ -93,12 +93,14 @@ def test_expired_part_is_retried_and_counted(tmp_path, fake_teacher, fallback):
     assert stats["repeats_of_completed"] == 0  # nothing answered was asked again
 
 
-def test_budget_stops_submission_before_the_limit(tmp_path, fake_teacher):
+@pytest.mark.parametrize("run_ledger", [False, True], ids=["process-budget", "run-budget"])
+def test_budget_stops_submission_before_the_limit(tmp_path, fake_teacher, run_ledger):
     seeds = write_seed_file(tmp_path / "seeds.parquet", 30)
     # Each request's worst case is its prompt (~150 tokens) + max_tokens (100): a 2,000-token
     # budget holds 7-8 of them; the rest are never submitted.
     cfg = teacher_config(fake_teacher.base_url, "batch", max_tokens_cap=100, max_total_tokens=2000)
-    result = asyncio.run(run_shard(cfg, tmp_path / "w", seeds))
+    ledger = tmp_path / "w" / ".cache" / "budget" / "run.sqlite" if run_ledger else None
+    result = asyncio.run(run_shard(cfg, tmp_path / "w", seeds, ledger_path=ledger))
     stats = fake_teacher.stats()
     submitted = stats["batch"]["batch_requests_received"]
     assert 0 < submitted < 12
