@@ -51,6 +51,10 @@ def refresh(
     output_dir: Optional[Path] = typer.Option(None, help="dataset directory (default out/oss-instruct)"),
     seed: Optional[int] = typer.Option(None, help="random seed for snippet sampling (default 976)"),
     shard_size: Optional[int] = typer.Option(None, min=1, help="max rows per Parquet shard"),
+    generation_shard_size: Optional[int] = typer.Option(
+        None, min=1, help="seeds per generation shard, the unit cleaned as it lands (default 500; smaller: a shorter "
+        "tail after the last reply when validation is the slow stage)"
+    ),
     output_format: Optional[str] = typer.Option(
         None, help="sections (the paper's) | json | sections_tests | json_tests (also ask for tests, to validate)"
     ),
@@ -110,6 +114,7 @@ def refresh(
     overrides = {
         "output_dir": str(output_dir) if output_dir else None,
         "shard_size": shard_size,
+        "generation_shard_size": generation_shard_size,
         "shard_deployment": shard_deployment,
         "seeds.source": seed_source,
         "seeds.num_seeds": num_seeds if num_seeds is not None else (sum(quotas.values()) if quotas else None),

@@ -93,6 +93,55 @@ def test_sigkill_mid_run_then_resume_resends_nothing_and_writes_the_same_rows(pr
     assert rows(out) == rows(tmp_path / "reference")
 
 
+def prepared_shards(out: Path) -> int:
+    return len(list((out / ".work" / "prepared").glob("shard-*[0-9].parquet")))
+
+
+@pytest.mark.slow
+def test_sigkill_while_shards_are_cleaned_then_resume_with_every_stage_on(
+    prefect_server, teacher, shared_benchmarks, tmp_path
+):
+    """Streaming: shards are validated, signed and matched as they land. A kill -9 once some
+    shards are cleaned and others are still with the teacher; the rerun buys no reply twice,
+    reuses what was cleaned, and publishes exactly the rows of an uninterrupted run."""
+    n = 400
+    teacher.configure(latency=0.4)  # 20 replies/s: the first shards are cleaned while later ones are out
+    every_stage = ("--output-format", "json_tests", "--near-dedup", "--decontaminate", "--benchmark-dir",
+                   str(shared_benchmarks), "--generation-shard-size", "100")  # fmt: skip
+    args = [a for a in cli_args(teacher.base_url, tmp_path / "x", n, 8) if a not in ("--no-near-dedup", "--no-decontaminate")]
+
+    def with_out(out: Path) -> list[str]:
+        return [str(out) if a == str(tmp_path / "x") else a for a in args] + list(every_stage)
+
+    reference = run_cli(with_out(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    teacher.reset()
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(with_out(out), env=env(), cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and prepared_shards(out) < 1:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = cached_keys(out)
+    assert prepared_shards(out) >= 1 and len(kept) < n, "the kill should land after cleaning began, before the end"
+    assert not (out / "manifest.json").exists()
+
+    resumed = run_cli(with_out(out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    server = teacher.stats(keys=True)
+    assert not kept & set(server["repeated_after_completion"]), "a persisted reply was bought twice"
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = json.loads((tmp_path / "reference" / "manifest.json").read_text())
+    assert manifest["accounting"]["balanced"]
+    for stage in ("teacher", "parse", "validate", "exact_dedup", "near_dedup", "decontaminate"):
+        assert {k: manifest["stages"][stage][k] for k in ("in", "out", "dropped")} == \
+            {k: expected["stages"][stage][k] for k in ("in", "out", "dropped")}, stage
+    assert rows(out) == rows(tmp_path / "reference")
+
+
 @pytest.mark.slow
 def test_faults_and_a_short_rate_window_through_the_cli(prefect_server, teacher, tmp_path):
     teacher.configure(rate_429=0.05, retry_after_s=0.05, rate_500=0.05, rate_504=0.03, gateway_delay_s=0.1,
