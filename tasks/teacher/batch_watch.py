@@ -90,7 +90,9 @@ async def _watch_and_ingest(api, ledger, cache, entry, model, known, poll_s, pol
     errors = await api.download(batch.error_file_id)
     submitted = set(ledger.keys_of(entry.local_id))
     results = read_results(submitted, output, errors, batch.status)
-    facts = {**facts_from_input(entry.input_path), **known}
+    facts = known
+    if any(key not in known for key in results.replies):  # another shard's (or run's) requests: read the input file
+        facts = {**facts_from_input(entry.input_path), **known}
     rows, outcomes = [], dict(results.failures)
     for key, data in results.replies.items():
         if key in facts:

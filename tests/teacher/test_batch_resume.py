@@ -104,3 +104,37 @@ def test_batch_created_but_id_never_recorded_is_found_not_recreated(tmp_path, fa
     ledger = BatchLedger(cache_path.with_name("batches.sqlite"), endpoint_scope(fake_teacher.base_url))
     assert ledger.counts() == {"ingested": 1}
     ledger.close()
+
+
+def test_reattached_batch_files_every_reply_even_other_shards(tmp_path, fake_teacher):
+    """A re-attached batch may hold requests of shards not running now (the seeds were re-cut):
+    its replies are filed from the batch's own input file, so no one has to buy them again."""
+    import pyarrow.parquet as pq
+
+    seeds = write_seed_file(tmp_path / "seeds.parquet", 8)
+    cfg = teacher_config(fake_teacher.base_url, "batch")
+    work = tmp_path / "w"
+    cache_path = work / ".cache" / "requests.sqlite"
+    fake_teacher.configure(batch_delay_s=1.5)  # long enough to kill the first run before its batch ends
+    first = shard_process(fake_teacher.base_url, work, 8)
+    try:
+        wait_for(lambda: fake_teacher.stats()["batch"].get("batches_created", 0) == 1 or first.poll() is not None)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    # The rerun's shard holds only the first half of those seeds.
+    half = tmp_path / "half.parquet"
+    pq.write_table(pq.read_table(work / "seeds" / "shard-00000.parquet").slice(0, 4), half)
+    result = asyncio.run(run_shard(cfg, work, half, "half"))
+    assert result["pairs"] == 4 and result["teacher"]["extra"]["batches_reattached"] == 1
+    from tasks.teacher.cache import RequestCache
+
+    cache = RequestCache(cache_path, scope=endpoint_scope(fake_teacher.base_url))
+    try:
+        assert len(cache) == 8  # the other half's replies too, under their own keys
+    finally:
+        asyncio.run(cache.aclose())
+    rest = asyncio.run(run_shard(cfg, work, work / "seeds" / "shard-00000.parquet", "all"))
+    assert rest["teacher"]["extra"]["cache_hits"] == 8 and fake_teacher.stats()["batch"]["batches_created"] == 1
