@@ -83,8 +83,10 @@ class Runner:
             return result
         text = result.get("stderr") or ""
         for kind, pattern in self.failure_patterns():
-            if re.search(pattern, text):
-                return {**result, "error": kind}
+            found = re.search(pattern, text)
+            if found:  # the line that says what failed leads the detail (the audit keeps it short)
+                line = text[text.rfind("\n", 0, found.start()) + 1 :].split("\n", 1)[0].strip()[:200]
+                return {**result, "error": kind, "detail": f"{result.get('detail')}: {line}"}
         return {**result, "error": self.failed_kind if result["error"] == "failed" else "killed"}
 
     # A non-zero exit the output does not explain: the tests' own verdict (C's `return 1` from

@@ -57,6 +57,9 @@ class FakeTeacherOptions:
     # Prompts that ask for tests (output formats *_tests) get them; the tests of every request
     # whose seed is a multiple of this are wrong (0: none), so validation drops an exact count.
     failing_tests_every: int = 4
+    # The language of every solution and its tests: python, or javascript / cpp (the validation
+    # runners' tests, tasks/sandbox/runners.py); same planted failures in each.
+    answer_language: str = "python"
     fault_salt: str = ""  # change to draw a different fault pattern
     # Batch API (tests/support/fake_batch_api.py): how long a batch takes, and the fraction of
     # its requests drawn to run out of the completion window (the batch then ends "expired").
@@ -142,30 +145,45 @@ def _snippet_of(user_text: str) -> str:
     return user_text[start + 4 : end]
 
 
-def make_pair(snippet: str, seed: int, reply_chars: int = 0, varied: bool = False) -> tuple[str, str]:
+# language -> (name in the problem, solution, tests): {t} the function's tag, {k} the offset,
+# {e} the expected sum of [1, 2] (wrong for a planted failure).
+_ANSWERS = {
+    "python": ("Python", "```python\ndef solve_{t}(values):\n    return sum(values) + {k}\n```",
+               "```python\nassert solve_{t}([1, 2]) == {e}\nassert solve_{t}([]) == {k}\n```"),
+    "javascript": ("JavaScript", "```javascript\nfunction solve_{t}(values) {{\n  return values.reduce((a, b) => a + b, 0) + {k};\n}}\n```",
+                   "```javascript\nconst assert = require('assert');\nassert.strictEqual(solve_{t}([1, 2]), {e});\n"
+                   "assert.strictEqual(solve_{t}([]), {k});\n```"),
+    "cpp": ("C++", "```cpp\n#include <numeric>\n#include <vector>\nint solve_{t}(const std::vector<int>& values) {{\n"
+            "    return std::accumulate(values.begin(), values.end(), 0) + {k};\n}}\n```",
+            "```cpp\n#include <cassert>\nint main() {{\n    assert(solve_{t}({{1, 2}}) == {e});\n    assert(solve_{t}({{}}) == {k});\n}}\n```"),
+}  # fmt: skip
+
+
+def make_pair(snippet: str, seed: int, reply_chars: int = 0, varied: bool = False,
+              language: str = "python") -> tuple[str, str]:  # fmt: skip
     """A deterministic problem/solution pair: different snippets or seeds give different pairs
     (near-duplicates of each other unless `varied`, which quotes the whole snippet)."""
     tag = hashlib.sha256(f"{seed}\x00{snippet}".encode()).hexdigest()[:10]
     first_line = next((ln.strip() for ln in snippet.splitlines() if ln.strip()), "pass")
     problem = (
-        f"Write a Python function `solve_{tag}(values)` that returns the sum of `values` plus {seed % 997}.\n"
+        f"Write a {_ANSWERS[language][0]} function `solve_{tag}(values)` that returns the sum of `values` plus {seed % 997}.\n"
         f"The task was inspired by this line of code: `{first_line[:120]}`."
     )
     if varied:  # as a real teacher's pair: most of its text comes from its own seed
         problem = f"Implement `solve_{tag}(values)` for this code:\n{snippet}\nReturn the sum plus {seed % 997}."
         return problem, f"```python\nSNIPPET = {snippet!r}\n\ndef solve_{tag}(values):\n    return sum(values) + {seed % 997}\n```"
-    solution = f"```python\ndef solve_{tag}(values):\n    return sum(values) + {seed % 997}\n```"
+    solution = _ANSWERS[language][1].format(t=tag, k=seed % 997)
     if reply_chars > len(solution):
         pad = "\n# explanation: the function adds the offset to the running total."
         solution += pad * ((reply_chars - len(solution)) // len(pad))
     return problem, solution
 
 
-def make_tests(snippet: str, seed: int, failing_every: int) -> str:
+def make_tests(snippet: str, seed: int, failing_every: int, language: str = "python") -> str:
     """Assert-based tests of make_pair's solution: right, or wrong when the seed is a multiple of `failing_every`."""
     tag = hashlib.sha256(f"{seed}\x00{snippet}".encode()).hexdigest()[:10]
     expected = 3 + seed % 997 + (1 if failing_every and seed % failing_every == 0 else 0)
-    return f"```python\nassert solve_{tag}([1, 2]) == {expected}\nassert solve_{tag}([]) == {seed % 997}\n```"
+    return _ANSWERS[language][2].format(t=tag, k=seed % 997, e=expected)
 
 
 def planted_test_failure(seed: int, failing_every: int = 4) -> bool:
@@ -455,10 +473,11 @@ class FakeTeacher:
         asked for; cut in half with "length" for the requests drawn to run out of tokens."""
         user_text = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
         seed = int(body.get("seed") or 0)
+        language = self.options.answer_language
         problem, solution = make_pair(_snippet_of(user_text), seed, self.options.reply_chars,
-                                    self.options.varied_replies)
+                                      self.options.varied_replies, language)
         wants_tests = '"tests"' in user_text or "[Tests]" in user_text  # the tests variants' prompts
-        tests = make_tests(_snippet_of(user_text), seed, self.options.failing_tests_every) if wants_tests else None
+        tests = make_tests(_snippet_of(user_text), seed, self.options.failing_tests_every, language) if wants_tests else None
         if body.get("response_format") is not None or '"problem"' in user_text:
             fields = {"problem": problem, "solution": solution, **({"tests": tests} if tests else {})}
             content = orjson.dumps(fields).decode()

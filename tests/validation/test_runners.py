@@ -44,6 +44,11 @@ CASES = {
         "writes_outside_scratch": ("#include <stdio.h>\n#include <assert.h>\nvoid touch(void) { FILE *f = fopen(\"SENTINEL\", \"w\");"
                                    " assert(f != NULL); fputs(\"pwned\", f); fclose(f); }\n",
                                    "int main(void) { touch(); return 0; }\n", "tests_failed"),
+        "kills_its_parent": ("#include <assert.h>\n#include <signal.h>\n#include <unistd.h>\n"
+                             "void hit(void) { assert(kill(getppid(), SIGKILL) == 0); }\n",
+                             "int main(void) { hit(); return 0; }\n", "tests_failed"),
+        "reads_a_secret": ("#include <assert.h>\n#include <stdlib.h>\nvoid peek(void) { assert(getenv(\"OSSFORGE_RUNNER_SECRET\")); }\n",
+                           "int main(void) { peek(); return 0; }\n", "tests_failed"),
         "connects_to_the_host": ("#include <arpa/inet.h>\n#include <assert.h>\n#include <sys/socket.h>\n"
                                  "void dial(void) { int s = socket(AF_INET, SOCK_STREAM, 0); assert(s >= 0);"
                                  " struct sockaddr_in a = {0}; a.sin_family = AF_INET; a.sin_port = htons(PORT);"
@@ -69,6 +74,8 @@ CASES = {
         "writes_outside_scratch": ("#include <fstream>\n#include <cassert>\nvoid touch() { std::ofstream f(\"SENTINEL\");"
                                    " assert(f.is_open()); f << \"pwned\"; }\n",
                                    "int main() { touch(); }\n", "tests_failed"),
+        "memory_bomb": ("#include <vector>\nvoid grow() { std::vector<std::vector<char>> v; while (true) v.emplace_back(1 << 20, 'x'); }\n",
+                        "int main() { grow(); }\n", "memory"),
         "forks": ("#include <unistd.h>\n#include <cassert>\nvoid spawn() { assert(fork() >= 0); }\n",
                   "int main() { spawn(); }\n", "tests_failed"),
     },
@@ -91,6 +98,7 @@ CASES = {
                               "setTimeout(() => assert.strictEqual(add(1, 1), 3), 50);\n", "crash"),
         "writes_outside_scratch": ("const fs = require('fs');\nfunction touch() { fs.writeFileSync('SENTINEL', 'pwned'); }\n",
                                    "touch();\n", "runtime_error"),
+        "starts_a_process": ("const cp = require('child_process');\n", "cp.execFileSync('/bin/true');\n", "runtime_error"),
         "connects_to_the_host": ("const net = require('net');\n",
                                  "const s = net.connect(PORT, '127.0.0.1');\ns.on('error', (e) => { throw e; });\n"
                                  "s.on('connect', () => s.end());\n", "runtime_error"),
@@ -182,8 +190,9 @@ def _needs(language: str):
 
 
 @pytest.mark.parametrize("language", list(CASES))
-def test_each_runner_scores_its_planted_cases(language, tmp_path, listener):
+def test_each_runner_scores_its_planted_cases(language, tmp_path, listener, monkeypatch):
     _needs(language)
+    monkeypatch.setenv("OSSFORGE_RUNNER_SECRET", "s3cret")  # never inside the sandbox
     port, connections = listener
     sentinel = tmp_path / "outside.txt"
     cases = CASES[language]
