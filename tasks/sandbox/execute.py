@@ -53,7 +53,7 @@ def _start(step, env, scratch, report):
         return pid, out_r, rep_r
     try:  # the worker: /dev/null, the output pipe, the report pipe; nothing of the zygote's
         os.setpgid(0, 0)
-        child_prctl_pdeathsig()
+        _die_with_zygote()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
@@ -75,7 +75,7 @@ def _start(step, env, scratch, report):
         os._exit(127)
 
 
-def child_prctl_pdeathsig():
+def _die_with_zygote():
     try:
         import ctypes
 
@@ -88,7 +88,7 @@ class _Output:
     """The head and tail of what a step printed; the middle is dropped as it streams by."""
 
     def __init__(self):
-        self.head, self.tail, self.dropped = b"", b"", False
+        self.head, self.tail = b"", b""
 
     def add(self, chunk):
         if len(self.head) < HEAD * 4:
