@@ -76,3 +76,22 @@ def test_split_at_limits_respects_requests_and_bytes():
     assert [len(c) for c in chunks] == [3, 3, 3, 1]
     assert [item.key for chunk in chunks for item in chunk] == [item.key for item in lines]  # order kept
     assert split_at_limits(lines[:1], max_requests=1, max_bytes=10) == [lines[:1]]  # too big alone: sent, refused, counted
+
+
+def test_every_submitted_request_is_accounted_for():
+    import orjson
+
+    def line(key, status=200, body=None, error=None):
+        response = None if error else {"status_code": status, "body": body}
+        return orjson.dumps({"custom_id": key, "response": response, "error": error})
+
+    ok = {"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}], "usage": {}}
+    output = b"\n".join([line("b", body=ok), line("stranger", body=ok), line("c", 200, {"choices": []})])
+    errors = b"\n".join([line("d", 429, {"error": {"message": "slow down"}}),
+                         line("e", 400, {"error": {"code": "context_length_exceeded", "message": ""}}),
+                         line("f", error={"code": "batch_expired", "message": "window"})])
+    results = read_results({"a", "b", "c", "d", "e", "f"}, output, errors, "expired")
+    assert set(results.replies) == {"b"} and results.unexpected == 1
+    assert results.failures == {"a": "batch_expired", "c": "malformed_body", "d": "http_429",
+                                "e": "http_400_context_length", "f": "batch_expired"}
+    assert read_results({"a"}, b"", b"", "completed").failures == {"a": "batch_missing_result"}
