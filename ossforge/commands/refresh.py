@@ -86,6 +86,9 @@ def refresh(
     accept_weak_sandbox: bool = typer.Option(
         False, help="validate without bubblewrap, behind Python-level guards only (outputs marked weak)"
     ),
+    repair: bool = typer.Option(
+        False, help="send pairs that failed their tests back to the teacher once, with the error (validated again)"
+    ),
     near_dedup: bool = typer.Option(True, help="MinHash near-duplicate removal"),
     decontaminate: bool = typer.Option(True, help="benchmark decontamination"),
     benchmark_dir: Optional[Path] = typer.Option(None, help="directory with benchmark files for decontamination"),
@@ -155,8 +158,11 @@ def refresh(
     cfg.teacher.check_priced()  # --max-cost with no known price: refuse before anything starts
     if not validate:
         cfg.validation = None
-    elif accept_weak_sandbox:
-        cfg.validation.accept_weak_sandbox = True
+    else:
+        if accept_weak_sandbox:
+            cfg.validation.accept_weak_sandbox = True
+        if repair:
+            cfg.validation.repair = True
     if not near_dedup:
         cfg.near_dedup = None
     if not decontaminate:

@@ -13,16 +13,19 @@ import asyncio
 import contextlib
 import functools
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE
 
 from tasks.core import progress
 from tasks.core.errors import UserError
-from tasks.core.parquet_io import file_sha256
+from tasks.core.parquet_io import file_sha256, write_parquet_atomic
+from tasks.generation import repair
 from tasks.generation.shard import generate_shard
 from tasks.generation.failed_rows import recovered, retryable_failure_ids
 from tasks.generation.shard_job import GlobalRateLimit, ShardJob, summary_path
@@ -120,6 +123,42 @@ async def clean_shard_task(summary: dict, work_dir: Path, pool: Executor) -> dic
     return {**summary, "prepared_path": str(out), "prep_cpu_seconds": result.get("cpu_seconds", {}), **known}
 
 
+@task(name="repair-shard", cache_policy=NO_CACHE)
+async def repair_shard_task(summary: dict, teacher: TeacherConfig, work_dir: Path, pool: Executor, session) -> dict:
+    """The shard's repairable validation failures back to the teacher once, with their error;
+    the corrected pairs validated and cleaned like the rest (tasks/generation/repair.py)."""
+    failed = await asyncio.to_thread(repair.repairable_failures, summary)
+    first_validation = summary["validate"]
+    if failed.num_rows == 0:
+        return {**summary, "validate": repair.merged_validation(first_validation, None, Counter(), 0, Counter())}
+    seed_indexes, messages = repair.repair_requests(failed, teacher.output_format)
+    replies, teacher_stats = await session.complete_messages(seed_indexes, messages)
+    table, lost = repair.repaired_pairs(failed, replies, teacher.output_format)
+    name = summary["shard"]
+    second = None
+    audit_path = validation_audit_path(str(prepared_path(work_dir, f"{name}.merged")))
+    prepared = summary["prepared_path"]
+    if table.num_rows:
+        pairs = work_dir / "pairs" / f"{name}.repair.parquet"
+        await asyncio.to_thread(write_parquet_atomic, table.cast(pq.read_schema(summary["pairs_path"])), pairs)
+        out = prepared_path(work_dir, f"{name}.repair")
+        result = await asyncio.get_running_loop().run_in_executor(pool, prepare_shard, str(pairs), str(out))
+        second = result["validate"]
+        prepared = await asyncio.to_thread(repair.merged_prepared, summary["prepared_path"], str(out),
+                                           prepared_path(work_dir, f"{name}.merged"))  # fmt: skip
+    repaired_ids = set(table.column("id").to_pylist())
+    first_reasons = Counter(r for i, r in zip(failed["id"].to_pylist(), failed["reason"].to_pylist()) if i in repaired_ids)
+    validation = repair.merged_validation(first_validation, second, first_reasons, failed.num_rows, lost)
+    audit = await asyncio.to_thread(
+        repair.merged_audit, summary["validate_audit_path"],
+        validation_audit_path(str(prepared_path(work_dir, f"{name}.repair"))) if second else None, repaired_ids,
+        Path(audit_path),
+    )
+    get_run_logger().info("%s: repair round: %s", name, validation["extra"]["repair"])
+    return {**summary, "prepared_path": prepared, "validate": validation, "validate_audit_path": audit,
+            "teacher": repair.fold_usage(summary["teacher"], teacher_stats.as_dict())}
+
+
 def known_in_workers(summaries: list[dict]) -> dict:
     """What the shard workers reported besides rows: the benchmark index they matched with
     (decontamination_index) and the near-dedup LSH banding (near_dedup_lsh)."""
@@ -163,6 +202,24 @@ async def generate_all(
 
     async with contextlib.AsyncExitStack() as stack:
         pool = _CleaningPool(settings, prep_workers, stack)
+        permits = prefect_rate_limit_permits(rate_limit.name, rate_limit.batch_size()) if rate_limit else None
+        opened: list[TeacherSession] = []
+        opening = asyncio.Lock()
+        warming = asyncio.ensure_future(asyncio.to_thread(_warm_teacher_client, teacher))
+        repairing = settings.validation is not None and settings.validation.repair
+
+        async def teacher_session() -> TeacherSession:
+            # Opened with the first shard (or, with shards on other workers, the first repair):
+            # a run whose seeds were all generated before never touches the teacher (nor needs its key).
+            async with opening:
+                if not opened:
+                    await warming
+                    opened.append(await stack.enter_async_context(
+                        TeacherSession(teacher, cache_path=cache_path, permits=permits, ledger_path=ledger_path)
+                    ))
+                    opened[0].expected_replies = expected_replies  # the CLI bar's total
+            return opened[0]
+
         if shard_deployment:
             await _check_deployment(shard_deployment)
             generate = functools.partial(
@@ -170,22 +227,6 @@ async def generate_all(
                 deployment=shard_deployment, ledger_path=ledger_path,
             )
         else:
-            permits = prefect_rate_limit_permits(rate_limit.name, rate_limit.batch_size()) if rate_limit else None
-            opened: list[TeacherSession] = []
-            opening = asyncio.Lock()
-            warming = asyncio.ensure_future(asyncio.to_thread(_warm_teacher_client, teacher))
-
-            async def teacher_session() -> TeacherSession:
-                # Opened with the first shard: a run whose seeds were all generated before
-                # never touches the teacher (nor needs its key).
-                async with opening:
-                    if not opened:
-                        await warming
-                        opened.append(await stack.enter_async_context(
-                            TeacherSession(teacher, cache_path=cache_path, permits=permits, ledger_path=ledger_path)
-                        ))
-                        opened[0].expected_replies = expected_replies  # the CLI bar's total
-                return opened[0]
 
             async def generate(path: str) -> dict:
                 shard_task = cached_shard_task(work_dir, path)
@@ -197,6 +238,8 @@ async def generate_all(
                 summary = await generate(path)
             await finished()
             summary = await clean_shard_task(summary, work_dir, pool.start())
+            if repairing:
+                summary = await repair_shard_task(summary, teacher, work_dir, pool.start(), await teacher_session())
             await cleaned.advance()
             return summary
 

@@ -127,3 +127,26 @@ def response_format(output_format: OutputFormat, kind: ResponseFormatKind = "jso
             "json_schema": {"name": "oss_instruct_pair", "strict": True, "schema": schema},
         }
     raise ValueError(f"unknown response_format kind {kind!r}")
+
+
+# The validation repair round (not the paper's): a pair whose solution failed its own tests
+# goes back to the teacher once, with the error, for a corrected reply in the same format.
+REPAIR_LEAD = "The solution to the programming problem below fails its own tests when run."
+_REPAIR_FORMAT = {
+    "sections_tests": "three distinct sections: [Problem Description], [Solution] and [Tests]",
+    "json_tests": 'a single JSON object with three string fields: "problem", "solution" and "tests"',
+}
+
+
+def repair_messages(snippet: str, problem: str, solution: str, tests: str, error: str,
+                    output_format: OutputFormat) -> list[dict]:  # fmt: skip
+    """The repair request for one failed pair: the seed it came from, the pair, the error."""
+    if output_format not in _REPAIR_FORMAT:
+        raise ValueError(f"output format {output_format!r} has no tests to repair")
+    user = (
+        f"{REPAIR_LEAD} Fix the solution (or the tests, where they are what is wrong) and present the whole "
+        f"corrected pair as {_REPAIR_FORMAT[output_format]}.\n\n"
+        f"Code snippet for inspiration:\n```\n{snippet}\n```\n\n"
+        f"[Problem Description]\n{problem}\n\n[Solution]\n{solution}\n\n[Tests]\n{tests}\n\n[Error]\n{error}"
+    )
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]

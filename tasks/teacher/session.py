@@ -194,8 +194,12 @@ class TeacherSession:
 
     # ------------------------------------------------------------------ requests
     def build_request(self, seed_index: int, snippet: str) -> _Request:
+        return self.request_for(seed_index, build_messages(snippet, self.cfg.output_format))
+
+    def request_for(self, seed_index: int, messages: list[dict]) -> _Request:
+        """The request body for `messages` (system, user), with the paper's sampling settings
+        and max_tokens rule; its key is the content address of the body."""
         cfg = self.cfg
-        messages = build_messages(snippet, cfg.output_format)
         user = messages[1]["content"]
         user_bytes = len(user.encode())
         if cfg.tpm is None and user_bytes <= self._cap_guaranteed_below:
@@ -401,14 +405,21 @@ class TeacherSession:
         settled: what batch mode already did for these seeds (tasks/teacher/batch_run.py
         `BatchOutcome`): replies it bought are in the cache and count as this run's spend
         (`.bought`), requests it gave up on fail with its reason (`.failed`), unsent."""
-        started = time.perf_counter()
-        stats = StageStats("teacher", rows_in=seeds.num_rows)
-        self._replies_declared += seeds.num_rows
-        progress_channel.report(PROGRESS_COUNTER, 0, total=max(self.expected_replies or 0, self._replies_declared))
-        tally = _ShardTally()
         indexes = seeds.column("seed_index").to_pylist()
         snippets = seeds.column("seed").to_pylist()
-        requests = [self.build_request(i, s) for i, s in zip(indexes, snippets)]
+        return await self.complete([self.build_request(i, s) for i, s in zip(indexes, snippets)], settled)
+
+    async def complete_messages(self, seed_indexes: list[int], messages: list[list[dict]]) -> tuple[list[TeacherReply], StageStats]:
+        """Like complete_shard for requests of the caller's own making (the validation repair
+        round's): the same cache, limits, budget, retries and counts."""
+        return await self.complete([self.request_for(i, m) for i, m in zip(seed_indexes, messages)])
+
+    async def complete(self, requests: list[_Request], settled=None) -> tuple[list[TeacherReply], StageStats]:
+        started = time.perf_counter()
+        stats = StageStats("teacher", rows_in=len(requests))
+        self._replies_declared += len(requests)
+        progress_channel.report(PROGRESS_COUNTER, 0, total=max(self.expected_replies or 0, self._replies_declared))
+        tally = _ShardTally()
         cached = self.cache.lookup([r.key for r in requests]) if self.cache is not None else {}
 
         replies: list[TeacherReply | None] = [None] * len(requests)

@@ -73,6 +73,10 @@ class ValidationConfig(FingerprintedConfig):
         "keep", description="rows in a language with no runner here: keep them (status unverified) or drop them (no_runner)"
     )
     workers: int = operational(default_factory=default_workers, ge=1, description="sandboxes at once (one per core)")
+    repair: bool = Field(
+        False, description="send each pair that failed its tests back to the teacher once, with the error, and "
+        "validate the corrected pair (refresh only; the repair requests are cached, budgeted and counted)"
+    )
     accept_weak_sandbox: bool = operational(
         False, description="run without bubblewrap, behind Python-level guards only (results are marked weak)"
     )
@@ -226,4 +230,23 @@ def combine_shard_stats(shards: list[dict]) -> StageStats:
     # "weak" wins: one shard behind Python-level guards only makes the whole run weak.
     isolation = "weak" if "weak" in isolations else next((i for i in isolations if i), None)
     total.extra.update(_summary(isolation, by_language))
+    repairs = [shard["extra"]["repair"] for shard in shards if "repair" in shard.get("extra", {})]
+    if repairs:
+        total.extra["repair"] = _add_repairs(repairs)
+    return total
+
+
+def _add_repairs(repairs: list[dict]) -> dict:
+    """The repair round's figures (tasks/generation/repair.py) over every shard."""
+    total: dict = {"attempted": 0, "recovered": 0, "still_failing": 0}
+    not_repaired: Counter = Counter()
+    after: dict[str, Counter] = defaultdict(Counter)
+    for r in repairs:
+        for key in total:
+            total[key] += r.get(key, 0)
+        not_repaired.update(r.get("not_repaired", {}))
+        for lang, counts in r.get("by_language_after_repair", {}).items():
+            after[lang].update(counts)
+    total["not_repaired"] = dict(sorted(not_repaired.items()))
+    total["by_language_after_repair"] = {lang: dict(sorted(c.items())) for lang, c in sorted(after.items())}
     return total

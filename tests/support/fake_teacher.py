@@ -57,6 +57,9 @@ class FakeTeacherOptions:
     # Prompts that ask for tests (output formats *_tests) get them; the tests of every request
     # whose seed is a multiple of this are wrong (0: none), so validation drops an exact count.
     failing_tests_every: int = 4
+    # A repair request (the validation repair round) gets the same pair with tests that pass,
+    # except for seeds that are multiples of this, whose repaired tests still fail.
+    failing_after_repair_every: int = 8
     # The language of every solution and its tests: python, or javascript / cpp (the validation
     # runners' tests, tasks/sandbox/runners.py); same planted failures in each.
     answer_language: str = "python"
@@ -137,7 +140,13 @@ def _error(status: int, message: str, code: str, kind: str = "invalid_request_er
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
+REPAIR_LEAD = "The solution to the programming problem below fails its own tests when run."
+
+
 def _snippet_of(user_text: str) -> str:
+    if user_text.startswith(REPAIR_LEAD):  # the snippet is the first block; the failed pair follows
+        start, end = user_text.find("```\n"), user_text.find("\n```\n\n[Problem Description]")
+        return user_text[start + 4 : end]
     start = user_text.find("```\n")
     end = user_text.rfind("\n```")
     if start == -1 or end <= start:
@@ -477,7 +486,9 @@ class FakeTeacher:
         problem, solution = make_pair(_snippet_of(user_text), seed, self.options.reply_chars,
                                       self.options.varied_replies, language)
         wants_tests = '"tests"' in user_text or "[Tests]" in user_text  # the tests variants' prompts
-        tests = make_tests(_snippet_of(user_text), seed, self.options.failing_tests_every, language) if wants_tests else None
+        failing_every = (self.options.failing_after_repair_every if user_text.startswith(REPAIR_LEAD)
+                         else self.options.failing_tests_every)
+        tests = make_tests(_snippet_of(user_text), seed, failing_every, language) if wants_tests else None
         if body.get("response_format") is not None or '"problem"' in user_text:
             fields = {"problem": problem, "solution": solution, **({"tests": tests} if tests else {})}
             content = orjson.dumps(fields).decode()

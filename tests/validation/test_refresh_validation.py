@@ -75,3 +75,39 @@ def test_without_bubblewrap_refresh_refuses_before_any_request(teacher_url, tmp_
     assert result.stderr.strip().startswith("ossforge: error:") and "bubblewrap" in result.stderr
     assert "--accept-weak-sandbox" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x" / "manifest.json").exists()
+
+
+def test_repair_round_recovers_the_pairs_the_teacher_fixes_and_counts_the_rest(prefect_server, tmp_path):
+    """--repair: each failed pair goes back once with its error; the fake teacher fixes all but
+    the multiples of 8. Exact counts, balanced accounting, repair spend in the usage, and a
+    rerun buys nothing again."""
+    server = FakeTeacher(latency=0.01)
+    url = server.start_in_thread()
+    try:
+        out = tmp_path / "repaired"
+        result = refresh(url, out, "--output-format", "json_tests", "--language", "python", "--repair")
+        assert result.returncode == 0, result.stderr[-3000:]
+        manifest = json.loads((out / "manifest.json").read_text())
+        seeds = [976 + i for i in range(40)]
+        failed_first = [s for s in seeds if planted_test_failure(s)]
+        still = [s for s in seeds if planted_test_failure(s, 8)]
+        validate = manifest["stages"]["validate"]
+        assert manifest["accounting"]["balanced"], manifest["accounting"]
+        assert validate["in"] == 40 and validate["out"] == 40 - len(still)
+        assert validate["dropped"] == {"tests_failed": len(still)}
+        repair = validate["extra"]["repair"]
+        assert (repair["attempted"], repair["recovered"], repair["still_failing"]) == (
+            len(failed_first), len(failed_first) - len(still), len(still))
+        assert manifest["usage"]["requests_sent"] == 40 + len(failed_first)
+        assert server.counters.requests == 40 + len(failed_first)
+        kept = sorted(pq.read_table(out / "data").column("request_seed").to_pylist())
+        assert kept == [s for s in seeds if s not in still]
+        audit = pq.read_table(out / "audit" / "validate.parquet")
+        assert audit.num_rows == len(still)
+
+        again = refresh(url, out, "--output-format", "json_tests", "--language", "python", "--repair")
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert server.counters.requests == 40 + len(failed_first)  # every repair reply came from the cache
+        assert json.loads((out / "manifest.json").read_text())["stages"]["validate"] == validate
+    finally:
+        server.stop_thread()
