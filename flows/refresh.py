@@ -151,6 +151,7 @@ async def refresh_flow(config: RefreshConfig) -> dict:
         sampling.cancel()  # stops the sampling process too
         raise
     seed_stats = await sampling
+    await dedup_progress.finish()
     if not summaries and config.exclude_seed_digests:
         get_run_logger().info("no new seeds: %d were generated earlier", seed_stats["dropped"].get(SeedExcluder.REASON, 0))
         return no_new_seeds_manifest(config.model_dump(mode="json"), seed_stats)

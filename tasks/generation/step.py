@@ -264,6 +264,8 @@ async def generate_all(
             while (shard := await running.get()) is not None:
                 yield await shard
             await starter
+            for stage in (answered, cleaned):
+                await stage.finish()
         finally:
             pool.closing = True
             for pending in [starter, *started]:
