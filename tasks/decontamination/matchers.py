@@ -199,6 +199,9 @@ class NgramMatcher:
                  min_ratio: float, max_items_per_ngram: int):
         self.n, self.min_count, self.min_ratio = n, min_count, min_ratio
         self.benchmark_of = [item.benchmark for item in items]
+        names = sorted(set(self.benchmark_of))
+        self.benchmark_names = names
+        self.benchmark_ids = np.array([names.index(b) for b in self.benchmark_of], dtype=np.int64)
         self.vocab: dict[str, int] = {}
         self.inverse = ["?"]
         per_text_ids: list[tuple[int, np.ndarray]] = []
@@ -289,9 +292,7 @@ class NgramMatcher:
         ratio = shared / np.maximum(self.item_ngrams[pair_item], 1)
         hit = (shared >= self.min_count) | (ratio >= self.min_ratio)
         if near is not None:
-            for d, it, r, c in zip(pair_doc[~hit], pair_item[~hit], ratio[~hit], shared[~hit]):
-                note_near(near, int(d), self.benchmark_of[it],
-                          Hit(NGRAM, int(it), f"{c} shared {n}-grams ({r:.0%} of item)", float(r)))
+            self._note_near(near, pair_doc[~hit], pair_item[~hit], ratio[~hit], shared[~hit])
         for d, it, r, c in zip(pair_doc[hit], pair_item[hit], ratio[hit], shared[hit]):
             current = out[d]
             if current is None or r > current.score:
@@ -302,6 +303,20 @@ class NgramMatcher:
                 out[d] = Hit(NGRAM, int(it), f"{c} shared {n}-grams ({r:.0%} of item), e.g. '{span}'"[:SPAN_CHARS],
                              float(r))
         return out
+
+
+    def _note_near(self, near: NearMisses, doc: np.ndarray, item: np.ndarray, ratio: np.ndarray,
+                   shared: np.ndarray) -> None:
+        """Each row's best unflagged (item, share) per benchmark: picked with numpy first,
+        since a batch has many (row, item) pairs that share one n-gram or two."""
+        if not doc.shape[0]:
+            return
+        group = doc * len(self.benchmark_names) + self.benchmark_ids[item]
+        order = np.lexsort((-ratio, group))
+        first = order[np.concatenate(([True], group[order][1:] != group[order][:-1]))]
+        for d, it, r, c in zip(doc[first], item[first], ratio[first], shared[first]):
+            note_near(near, int(d), self.benchmark_of[it],
+                      Hit(NGRAM, int(it), f"{c} shared {self.n}-grams ({r:.0%} of item)", float(r)))
 
 
 # --- 3. MinHash near match ------------------------------------------------------------------
