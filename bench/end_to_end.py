@@ -7,10 +7,13 @@ at 2,000 requests in flight, for each seed count asked (default 75,000, then 20,
 200,000). The baseline is the provider-bound limit of the same run: seeds x latency /
 in-flight, the wall time of a client that did nothing but keep every slot busy.
 
-The fake replies quote their seed snippet (`--replies varied`), so pairs differ as much as
-their seeds do, as a real teacher's replies do. `--replies template` gives every pair one
-template instead: near-dedup then folds 75,000 rows into a few hundred clusters, a stress
-case for the clustering step rather than a refresh anyone runs. Validation is not on here
+The fake replies are varied (`--replies varied`): like a real teacher's, most of a pair's
+text is its own: 40-80 words of prose chosen by its seed's first line, the seed quoted, and
+a solution carrying the seed as data. Pairs of near-identical seeds are near-duplicates (as
+real ones are; ~11% of 75,000 stdlib seeds), unrelated ones share little.
+`--replies template` gives every pair one short template instead: near-dedup then folds
+75,000 rows into a few hundred clusters with buckets of thousands of distinct documents, a
+stress case for the clustering step rather than a refresh anyone runs. Validation is not on here
 (the paper's output format asks for no tests): on 2 cores the sandbox runs ~100 programs/s,
 a tenth of this teacher's 1,000 replies/s; `bench/validation.py --refresh-seeds` measures
 what it adds at a teacher pace it can follow.

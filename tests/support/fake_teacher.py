@@ -178,14 +178,29 @@ def make_pair(snippet: str, seed: int, reply_chars: int = 0, varied: bool = Fals
         f"Write a {_ANSWERS[language][0]} function `solve_{tag}(values)` that returns the sum of `values` plus {seed % 997}.\n"
         f"The task was inspired by this line of code: `{first_line[:120]}`."
     )
-    if varied:  # as a real teacher's pair: most of its text comes from its own seed
-        problem = f"Implement `solve_{tag}(values)` for this code:\n{snippet}\nReturn the sum plus {seed % 997}."
-        return problem, f"```python\nSNIPPET = {snippet!r}\n\ndef solve_{tag}(values):\n    return sum(values) + {seed % 997}\n```"
+    if varied:
+        return _varied_pair(snippet, first_line, tag, seed)
     solution = _ANSWERS[language][1].format(t=tag, k=seed % 997)
     if reply_chars > len(solution):
         pad = "\n# explanation: the function adds the offset to the running total."
         solution += pad * ((reply_chars - len(solution)) // len(pad))
     return problem, solution
+
+
+# Prose words for varied pairs: pseudo-words, so they never match a benchmark by chance.
+_VOCABULARY = [hashlib.blake2b(str(i).encode(), digest_size=4).hexdigest() for i in range(4096)]
+
+
+def _varied_pair(snippet: str, first_line: str, tag: str, seed: int) -> tuple[str, str]:
+    """A pair whose text, like a real teacher's, is mostly its own: 40-80 words of prose
+    chosen by the snippet's first line (so pairs of near-identical seeds are near-duplicates,
+    as real ones are, and pairs of unrelated seeds share little), the snippet quoted, and a
+    solution that carries the snippet as data."""
+    draw = hashlib.blake2b(first_line.encode(), digest_size=64).digest()
+    words = [_VOCABULARY[int.from_bytes(draw[i:i + 2], "big") % len(_VOCABULARY)] for i in range(0, 62, 2)]
+    prose = " ".join(words[i % len(words)] + ("." if i % 9 == 8 else "") for i in range(40 + draw[62] % 41))
+    problem = f"{prose}\nImplement `solve_{tag}(values)` for this code:\n{snippet}\nReturn the sum plus {seed % 997}."
+    return problem, f"```python\nSNIPPET = {snippet!r}\n\ndef solve_{tag}(values):\n    return sum(values) + {seed % 997}\n```"
 
 
 def make_tests(snippet: str, seed: int, failing_every: int, language: str = "python") -> str:
