@@ -117,7 +117,7 @@ def completions_from_samples(problems: list[Problem], cfg: EvaluateConfig) -> tu
     chosen, texts, programs = programs_for(problems, samples)
     stats = {"backend": "samples", "device": None, "seconds": round(time.perf_counter() - start, 3), "prompts": 0,
              "samples": len(samples), "missing": sum(1 for p in chosen if p.task_id not in samples),
-             "outside_limit": len(samples) - sum(1 for p in chosen if p.task_id in samples)}  # fmt: skip
+             "outside_limit": len(set(samples) - {p.task_id for p in chosen})}  # fmt: skip
     return chosen, texts, programs, stats
 
 

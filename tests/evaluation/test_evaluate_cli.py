@@ -32,8 +32,8 @@ def humaneval():
 
 
 def planted_samples(humaneval, mbpp):
-    """HumanEval/0 as a whole solution, /1 as a completion of the prompt, /2 wrong, /3 missing;
-    Mbpp/2 right, Mbpp/3 wrong."""
+    """HumanEval/0 as a whole solution, /1 as a completion of the prompt, /2 wrong, /3 missing,
+    /10 beyond the limit; Mbpp/2 right, Mbpp/3 wrong."""
     h = humaneval
     return [
         {"task_id": h[0].task_id, "solution": h[0].prompt + h[0].canonical_solution},
@@ -41,6 +41,7 @@ def planted_samples(humaneval, mbpp):
         {"task_id": h[2].task_id, "solution": f"def {h[2].entry_point}(*args):\n    return None\n"},
         {"task_id": mbpp[0].task_id, "solution": mbpp[0].prompt + mbpp[0].canonical_solution},
         {"task_id": mbpp[1].task_id, "solution": f"def {mbpp[1].entry_point}(*args):\n    return 12345\n"},
+        {"task_id": "HumanEval/10", "completion": "    pass\n"},  # beyond --limit 4: ignored, counted
     ]
 
 
@@ -53,7 +54,8 @@ def test_a_samples_file_is_scored_without_a_model(prefect_server, humaneval, sha
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] is None and summary["samples"] == samples and summary["isolation"] == "bwrap"
-    assert summary["generation"]["backend"] == "samples" and summary["generation"]["samples"] == 5
+    assert summary["generation"]["backend"] == "samples" and summary["generation"]["samples"] == 6
+    assert summary["generation"]["outside_limit"] == 1 and summary["generation"]["missing"] == 3
     he, mb = summary["benchmarks"]["humaneval"], summary["benchmarks"]["mbpp+"]
     assert (he["problems"], he["passed"], he["pass@1"]) == (4, 2, 0.5)  # /3 had no sample: failed, not skipped
     assert he["errors"] == {"assertion": 1, "no_code": 1}
