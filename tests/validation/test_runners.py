@@ -41,6 +41,9 @@ CASES = {
                        "#include <assert.h>\nint main(void) { assert(add(1, 2) == 4); return 0; }\n", "crash"),
         "forges_a_report": ("#include <unistd.h>\nint add(int a, int b) { write(3, \"0123456789abcdef0123456789abcdef\", 32);"
                             " return a + b; }\n", "int main(void) { return add(1, 2) != 3; }\n", "forged_result"),
+        "floods_the_report_channel": ("#include <string.h>\n#include <unistd.h>\nstatic char junk[1 << 20];\n"
+                                      "int add(int a, int b) { memset(junk, 'x', sizeof junk); write(3, junk, sizeof junk); return a + b; }\n",
+                                      "int main(void) { return add(1, 2) != 3; }\n", "forged_result"),
         "writes_outside_scratch": ("#include <stdio.h>\n#include <assert.h>\nvoid touch(void) { FILE *f = fopen(\"SENTINEL\", \"w\");"
                                    " assert(f != NULL); fputs(\"pwned\", f); fclose(f); }\n",
                                    "int main(void) { touch(); return 0; }\n", "tests_failed"),
@@ -154,6 +157,8 @@ CASES = {
         "syntax_error": ("add() { echo $(( $1 + $2 )) \n", "[ \"$(add 1 2)\" = 3 ] || exit 1\n", "syntax_error"),
         "endless_loop": ("add() { while :; do :; done; }\n", "add 1 2\n", "timeout"),
         "early_exit": ("add() { exit 0; }\n", "add 1 2\n[ \"$(add 1 2)\" = 4 ] || exit 1\n", "crash"),
+        # A leftover holding the output pipe neither hangs the verdict nor outlives the job.
+        "leaves_a_background_process": ("bg() { sleep 60 & }\n", "bg\n[ \"$(echo ok)\" = ok ] || exit 1\n", "passed"),
         "writes_outside_scratch": ("touch_it() { echo pwned > SENTINEL; }\n", "touch_it || exit 1\n", "tests_failed"),
         "connects_to_the_host": ("dial() { exec 5<>/dev/tcp/127.0.0.1/PORT; }\n", "dial || exit 1\n", "tests_failed"),
     },
