@@ -312,6 +312,56 @@ def test_refresh_spread_over_two_shard_workers_runs_each_shard_once(main_worker,
     assert limit.limit == 6000 and limit.slot_decay_per_second == pytest.approx(100.0)
 
 
+def test_two_shard_workers_share_one_budget(main_worker, teacher, tmp_path):
+    """Issue 14: each shard flow run used to open its own Budget, so two workers spent twice
+    the run's budget. With the run's ledger the refresh stops near the budget."""
+    import asyncio as _asyncio
+
+    import pyarrow as pa
+
+    from tasks.teacher.config import TeacherConfig
+    from tasks.teacher.session import TeacherSession
+
+    server, url = teacher
+
+    async def one_request() -> int:
+        async with TeacherSession(TeacherConfig(**teacher_config(url))) as session:
+            replies, _ = await session.complete_shard(pa.table({"seed_index": [10_000], "seed": ["x = 1\n"]}))
+        return replies[0].prompt_tokens + replies[0].completion_tokens
+
+    per_request = _asyncio.run(one_request())
+    budget = per_request * 8  # half of the 16 seeds
+    out = tmp_path / "budgeted"
+    workers = [Worker(tmp_path, "shards", f"budget-{w}", limit=1) for w in "ab"]
+    try:
+        params = {"config": {
+            "output_dir": str(out),
+            "seeds": {"num_seeds": 16, "random_seed": 11},
+            "teacher": {**teacher_config(url, concurrency=4), "max_total_tokens": budget},
+            "generation_shard_size": 8,
+            "near_dedup": None,
+            "decontamination": None,
+            "validation": None,
+            "shard_deployment": SHARDS,
+        }}
+        flow_run = trigger(ONCE, params, timeout=300)
+        assert flow_run.state.is_completed(), (flow_run.state, main_worker.log(), workers[0].log(), workers[1].log())
+    finally:
+        for w in workers:
+            w.stop()
+    manifest = json.loads((out / "manifest.json").read_text())
+    spent = manifest["usage"]["prompt_tokens"] + manifest["usage"]["completion_tokens"]
+    summaries = [json.loads(p.read_text()) for p in sorted((out / ".work" / "summaries").glob("*.json"))]
+    assert {s["worker"] for s in summaries} == {"budget-a", "budget-b"}
+    assert manifest["status"] == "stopped_by_budget" and manifest["accounting"]["balanced"]
+    import pyarrow.parquet as _pq
+
+    rows = _pq.read_table(out / "data", columns=["prompt_tokens", "completion_tokens"]).to_pylist()
+    largest = max(r["prompt_tokens"] + r["completion_tokens"] for r in rows)
+    assert budget <= spent <= budget + largest, (spent, budget, largest)  # before: each worker spent the budget
+    assert len(list((out / ".cache" / "budget").glob("*.sqlite"))) == 1  # one ledger for the run
+
+
 @pytest.fixture
 def webhook():
     """A loopback HTTP endpoint that records the JSON bodies POSTed to it."""
