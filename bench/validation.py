@@ -75,7 +75,7 @@ def sandboxed(pairs: list[tuple[str, str]], workers: int) -> tuple[float, int, d
     return time.perf_counter() - start, out.kept.num_rows, summary
 
 
-def refresh_with_and_without_validation(seeds: int, latency: float, in_flight: int) -> dict:
+def refresh_with_and_without_validation(seeds: int, latency: float, in_flight: int, shard: int | None = None) -> dict:
     """Wall seconds of the refresh CLI with --no-validate, then validating (servers from bench/end_to_end.py)."""
     import os
     import shutil
@@ -104,7 +104,8 @@ def refresh_with_and_without_validation(seeds: int, latency: float, in_flight: i
             args = [sys.executable, "-m", "ossforge.cli", "refresh", "--num-seeds", str(seeds), "--teacher-base-url",
                     f"http://127.0.0.1:{teacher_port}/v1", "--teacher-model", "fake-teacher", "--api-key-env", "",
                     "--concurrency", str(in_flight), "--output-dir", str(out), "--no-progress", "--output-format",
-                    "sections_tests", "--no-near-dedup", "--no-decontaminate", flag]  # fmt: skip
+                    "sections_tests", "--no-near-dedup", "--no-decontaminate", flag,
+                    *(["--generation-shard-size", str(shard)] if shard else [])]  # fmt: skip
             started = time.perf_counter()
             proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
             wall = time.perf_counter() - started
@@ -130,13 +131,16 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=2.0)
     parser.add_argument("--in-flight", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--generation-shard-size", type=int, default=None, help="refresh mode: seeds per shard")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--mbpp", type=Path, default=REPO.parent / "shared" / "benchmarks" / "mbpp.jsonl")
     args = parser.parse_args()
     if args.refresh_seeds:
-        figures = refresh_with_and_without_validation(args.refresh_seeds, args.latency, args.in_flight)
+        figures = refresh_with_and_without_validation(args.refresh_seeds, args.latency, args.in_flight,
+                                                      args.generation_shard_size)
         print(json.dumps({"bench": "validation_refresh", "seeds": args.refresh_seeds, "latency_s": args.latency,
-                          "in_flight": args.in_flight, **figures}))  # fmt: skip
+                          "in_flight": args.in_flight, "generation_shard_size": args.generation_shard_size or 500,
+                          **figures}))  # fmt: skip
         return
     pairs = load_mbpp(args.mbpp, args.limit)
     with tempfile.TemporaryDirectory() as tmp:
