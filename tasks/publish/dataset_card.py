@@ -4,6 +4,26 @@ from __future__ import annotations
 
 
 
+def validation_lines(stage: dict | None) -> str:
+    """What execution validation found, for the card: isolation, pass rate and outcomes per
+    language, the repair round. Says plainly when the pairs were not executed."""
+    if stage is None:
+        return ("- Validation: **not run** — the pairs were not executed (the output format asked the teacher "
+                "for no tests, or validation was off).")
+    extra = stage.get("extra", {})
+    rates = ", ".join(f"{lang} {rate:.1%}" for lang, rate in extra.get("pass_rate", {}).items()) or "none ran"
+    outcomes = "; ".join(
+        f"{lang}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) for lang, counts in extra.get("by_language", {}).items()
+    )
+    lines = [f"- Validation: each solution ran against the teacher's tests in the sandbox (isolation "
+             f"`{extra.get('isolation')}`); pass rate {rates}; outcomes {outcomes or '-'}."]
+    if "repair" in extra:
+        r = extra["repair"]
+        lines.append(f"  Repair round: {r['attempted']} failed pairs sent back once, {r['recovered']} recovered, "
+                     f"{r['still_failing']} still failing.")
+    return "\n".join(lines)
+
+
 def render_dataset_card(manifest: dict) -> str:
     config = manifest["config"]
     teacher, seeds = config["teacher"], config["seeds"]
@@ -49,6 +69,7 @@ Status: **{manifest['status']}** · config fingerprint `{manifest['config_finger
 - Cleaning: exact dedup on normalised problem + solution, MinHash near-dedup
   ({'on' if config.get('near_dedup') else 'off'}), benchmark decontamination
   ({decontamination}).
+{validation_lines(manifest["stages"].get("validate"))}
 
 ## Counts
 

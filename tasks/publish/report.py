@@ -73,6 +73,27 @@ def draw_charts(langs: Counter, problem_lens: list[int], solution_lens: list[int
     return charts
 
 
+def draw_validation_chart(by_language: dict[str, dict[str, int]]) -> bytes:
+    """PNG bytes of validation outcomes per language (stacked: passed, then each failure reason)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    langs = list(by_language)
+    outcomes = sorted({o for counts in by_language.values() for o in counts}, key=lambda o: (o != "passed", o))
+    fig = Figure(figsize=(5, 2.6))
+    ax = fig.subplots()
+    bottom = [0] * len(langs)
+    for outcome in outcomes:
+        values = [by_language[lang].get(outcome, 0) for lang in langs]
+        ax.bar(langs, values, bottom=bottom, label=outcome, color="#10b981" if outcome == "passed" else None)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_title("validation outcomes per language")
+    ax.legend(fontsize=6)
+    return _png(fig)
+
+
 def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
@@ -95,6 +116,9 @@ def render_report(out_dir: str | Path, manifest: dict, sample_rows: int = SAMPLE
             samples += table.slice(0, sample_rows - len(samples)).to_pylist()
 
     charts = draw_charts(langs, problem_lens, solution_lens)
+    validated = manifest["stages"].get("validate", {}).get("extra", {}).get("by_language")
+    if validated:
+        charts["validation"] = draw_validation_chart(validated)
     report_dir = out_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     for name, png in charts.items():
@@ -115,6 +139,7 @@ def render_report(out_dir: str | Path, manifest: dict, sample_rows: int = SAMPLE
         "",
         f"![solution length]({_data_uri(charts['solution_length'])})",
         "",
+        *([f"![validation outcomes per language]({_data_uri(charts['validation'])})", ""] if validated else []),
         "## Samples",
         "",
     ]

@@ -53,6 +53,9 @@ def test_refresh_validates_and_drops_exactly_the_planted_failures(prefect_server
     audit = pq.read_table(out / "audit" / "validate.parquet")
     assert audit.num_rows == planted and set(audit["reason"].to_pylist()) == {"tests_failed"}
     assert all("AssertionError at <tests>:1" == d for d in audit["detail"].to_pylist())
+    card = (out / "README.md").read_text()  # the dataset card and the report's chart say it too
+    assert f"pass rate python {(40 - planted) / 40:.1%}" in card and f"tests_failed {planted}" in card
+    assert (out / "report" / "validation.png").stat().st_size > 0
 
 
 def test_the_papers_format_is_not_validated(prefect_server, teacher_url, tmp_path):
@@ -62,6 +65,8 @@ def test_the_papers_format_is_not_validated(prefect_server, teacher_url, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert "validate" not in manifest["stages"] and manifest["rows"] == 40
+    assert "Validation: **not run**" in (out / "README.md").read_text()
+    assert not (out / "report" / "validation.png").exists()
 
 
 def test_without_bubblewrap_refresh_refuses_before_any_request(teacher_url, tmp_path):
