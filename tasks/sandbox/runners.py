@@ -420,6 +420,12 @@ def toolchain_binds(runners: dict[str, Runner]) -> tuple[str, ...]:
     return tuple(sorted({b for r in runners.values() for b in r.binds}))
 
 
+def all_tests_guidelines() -> list[str]:
+    """Every language's tests guideline, Python's first (for a prompt that lets the teacher
+    choose the language)."""
+    return [PYTHON_GUIDELINE, *(spec[3] for spec in _SPECS.values())]
+
+
 def tests_guideline(language: str) -> str:
     """What the teacher should write as tests for a solution in `language` (any worker)."""
     spec = _SPECS.get(canonical(language))

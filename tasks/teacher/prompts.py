@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from tasks.sandbox.runners import all_tests_guidelines
+
 OutputFormat = Literal["sections", "json", "sections_tests", "json_tests"]
 WITH_TESTS = ("sections_tests", "json_tests")
 ResponseFormatKind = Literal["json_schema", "json_object", "none"]
@@ -51,11 +53,12 @@ Guidelines for each field:
 
 2. "solution": Offer a comprehensive, **correct** solution that accurately addresses the "problem" you provided."""
 
-# What the tests must look like so the sandbox can run them (tasks/sandbox/child.py, "tests" mode).
+# What the tests must look like so a runner can run them (tasks/sandbox/runners.py): in the
+# solution's language, whichever the teacher picks for the seed, one line per language.
 _TESTS_GUIDELINE = (
-    "Python tests that check the solution: `assert` statements, `test_*` functions or a unittest.TestCase. "
-    "They run after the solution's code, in the same namespace, with no input and no network; "
-    "they must all pass for a correct solution and should fail for a wrong one."
+    "Tests that check the solution, written in the solution's language, in a code block tagged with that "
+    "language. They run with no input and no network; they must all pass for a correct solution and should "
+    "fail for a wrong one. By language: " + " ".join(all_tests_guidelines())
 )
 
 # The paper's prompt with a third section, [Tests] (the tests variant).

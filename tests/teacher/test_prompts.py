@@ -104,3 +104,16 @@ def test_token_counter_falls_back_offline_and_says_so():
     assert counter.count("hello world") == 2
     # Special-token text inside a snippet is counted as text, never an error.
     assert counter.count("<|endoftext|>") > 1
+
+
+def test_tests_variants_ask_for_tests_in_the_solutions_language_with_every_runners_form():
+    """A C++ seed may get a C++ answer: the prompt asks for tests in the solution's language and
+    says, for every language a runner can check, what form they take."""
+    from tasks.sandbox.runners import all_tests_guidelines
+    from tasks.teacher.prompts import build_messages
+
+    for fmt in ("sections_tests", "json_tests"):
+        user = build_messages("int x = 1;", fmt)[1]["content"]
+        assert "in the solution's language" in user
+        assert all(guideline in user for guideline in all_tests_guidelines())
+    assert "tests" not in build_messages("int x = 1;", "sections")[1]["content"].lower()
