@@ -14,7 +14,7 @@ from ossforge.config_files import config_from_options
 def register(app: typer.Typer) -> None:
     app.command(
         "evaluate",
-        short_help="Score a model, or a samples file, on code benchmarks in the sandbox (pass@1).",
+        short_help="Score a model or samples on code benchmarks in a sandbox.",
         help="Generate one greedy completion per benchmark problem with a model (--model), or take them from a "
         "samples file made anywhere (--samples, EvalPlus format: task_id plus solution or completion), run them in "
         "the sandbox, and write DIR/results.parquet and DIR/summary.json (pass@1, base and plus).",
